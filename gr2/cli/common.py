@@ -1,0 +1,40 @@
+"""Options shared by every ``gr2`` subcommand: profile, config file, overrides, run dir."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from gr2.config import ConfigError, GR2Config, load_config
+
+
+def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--profile/--config/--set/--run-dir`` and pass the resolved ``cfg`` instead."""
+
+    @click.option("--profile", default="default", show_default=True, help="Named profile (smoke, default).")
+    @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML overriding the profile.")
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one field, e.g. seed=7.")
+    @click.option("--run-dir", default=None, help="Run directory (default: the profile's run_dir).")
+    @functools.wraps(func)
+    def wrapper(profile: str, config_file: str | None, overrides: tuple[str, ...], run_dir: str | None,
+                **kwargs: Any) -> Any:
+        extra = [*overrides, *([f"run_dir={run_dir}"] if run_dir else [])]
+        try:
+            cfg = load_config(profile, config_file, extra)
+        except ConfigError as err:
+            raise click.UsageError(str(err)) from err
+        return func(cfg=cfg, **kwargs)
+
+    return wrapper
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print a one-line error and exit with ``code`` (no traceback)."""
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+__all__ = ["GR2Config", "config_options", "fail"]
