@@ -86,6 +86,20 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+def _unknown_keys(data: dict[str, Any], model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted names in ``data`` that ``model`` has no field for (nested sections included)."""
+    unknown = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            unknown.append(prefix + key)
+            continue
+        sub = field.annotation
+        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            unknown += _unknown_keys(value, sub, f"{prefix}{key}.")
+    return unknown
+
+
 def load_config(
     profile: str = "default",
     path: str | Path | None = None,
@@ -100,6 +114,9 @@ def load_config(
         data = _deep_merge(data, _read_yaml(Path(path)))
     for override in overrides or []:
         data = _deep_merge(data, parse_override(override))
+    unknown = _unknown_keys(data, GR2Config)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown}; see `gr2 <stage> --help` or gr2/configs/*.yaml")
     try:
         return GR2Config.model_validate(data)
     except ValidationError as err:
