@@ -11,7 +11,7 @@ from conftest import requires_ml100k, shared_ml100k
 from gr2.data.fetch import fetch
 from gr2.data.importer import import_catalog, parse_mapping
 from gr2.data.movielens import read_movielens_100k
-from gr2.data.schema import Dataset, DataError
+from gr2.data.schema import DataError, Dataset
 from gr2.data.split import kcore, leave_one_out, split_dataset
 from gr2.data.synthetic import make_synthetic
 from gr2.paths import RunPaths

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from gr2.cli import main
-from gr2.data.schema import Dataset, DataError
+from gr2.data.schema import DataError, Dataset
 from gr2.data.validate import validate_dataset
 from gr2.paths import RunPaths
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gr2.data.movielens import detect_layout, read_movielens_100k
-from gr2.data.schema import Dataset, DataError
+from gr2.data.schema import DataError, Dataset
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 GROUPLENS_MD5 = "0e33842e24a9c977be4e0107933c0723"

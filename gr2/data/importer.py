@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from gr2.data.schema import CATEGORY_SEPARATOR, Dataset, DataError, coerce_interactions, coerce_items
+from gr2.data.schema import CATEGORY_SEPARATOR, DataError, Dataset, coerce_interactions, coerce_items
 
 
 def read_any(path: str | Path) -> pd.DataFrame:

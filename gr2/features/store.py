@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from gr2.config import GR2Config
-from gr2.data.schema import Dataset, DataError
+from gr2.data.schema import DataError, Dataset
 from gr2.features.build import write_feature_tables
 from gr2.paths import RunPaths
 
