@@ -56,11 +56,29 @@ def _features(cfg: GR2Config) -> str:
     return f"materialized rows {apply_and_materialize(cfg)}"
 
 
+def _samples(cfg: GR2Config) -> str:
+    import pandas as pd
+
+    from gr2.rerank.samples import build_samples
+
+    art = build_samples(cfg)
+    counts = {split: len(pd.read_parquet(path)) for split, path in art.splits.items()}
+    return f"samples per split {counts}"
+
+
+def _baselines(cfg: GR2Config) -> str:
+    from gr2.rerank.baselines import run_baselines
+
+    return f"baseline table {run_baselines(cfg).markdown}"
+
+
 STEPS: list[Step] = [
     Step("fetch", _fetch),
     Step("validate", _validate),
     Step("split", _split),
     Step("features", _features),
+    Step("samples", _samples),
+    Step("baselines", _baselines),
 ]
 
 
