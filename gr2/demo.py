@@ -50,6 +50,14 @@ def _split(cfg: GR2Config) -> str:
     return f"{summary['users']} users, {summary['items']} items"
 
 
+def _sid(cfg: GR2Config) -> str:
+    from gr2.sid.train import train_sid
+
+    m = train_sid(cfg).metrics
+    return (f"{m['n_items']} items, uniqueness {m['uniqueness_before_resolution']:.4f} before / "
+            f"{m['uniqueness_final']:.4f} after resolution")
+
+
 def _features(cfg: GR2Config) -> str:
     from gr2.features.store import apply_and_materialize
 
@@ -76,6 +84,7 @@ STEPS: list[Step] = [
     Step("fetch", _fetch),
     Step("validate", _validate),
     Step("split", _split),
+    Step("sid", _sid),
     Step("features", _features),
     Step("samples", _samples),
     Step("baselines", _baselines),
