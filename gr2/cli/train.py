@@ -1,10 +1,83 @@
-"""`gr2 train ...` subcommands."""
+"""`gr2 train ...` subcommands: midtrain -> traces -> reasoning, then the stage table."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from typing import Any
+
 import click
+
+from gr2.cli.common import config_options, fail
+from gr2.config import GR2Config
+
+
+def _run(step: Callable[[GR2Config], Any], cfg: GR2Config) -> Any:
+    """Run a stage; input errors become one line and exit code 1 (no traceback)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not cfg.train.model.base_model:  # the offline model never needs the hub
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from gr2.data.schema import DataError
+    from gr2.models.factory import ModelLoadError
+    from gr2.models.tokenizer import TokenizerError
+    from gr2.rerank.format import FormatError
+    from gr2.rerank.protocol import ProtocolError
+    from gr2.rerank.samples import SamplesError
+    from gr2.train.inputs import TrainInputError
+    from gr2.train.reasoning import ReasoningInputError
+    from gr2.train.tasks import TaskError
+
+    try:
+        return step(cfg)
+    except (TrainInputError, SamplesError, ReasoningInputError, ModelLoadError, TokenizerError, TaskError,
+            FormatError, ProtocolError, DataError, FileNotFoundError) as err:
+        fail(str(err))
 
 
 @click.group(name="train")
 def group() -> None:
-    """train stage commands."""
+    """Staged LLM training: mid-training, reasoning traces, reasoning SFT, stage table."""
+
+
+@group.command("midtrain")
+@config_options
+def midtrain(cfg: GR2Config) -> None:
+    """Mid-train the LM (SID tokens added) on the task mixture with TRL's SFTTrainer."""
+    from gr2.train.midtrain import run_midtrain
+
+    art = _run(run_midtrain, cfg)
+    click.echo(f"model: {art.model}\nmetrics: {art.metrics}\nsummary: {art.summary}")
+    click.echo(art.summary.read_text())
+
+
+@group.command("traces")
+@config_options
+def traces(cfg: GR2Config) -> None:
+    """Rejection-sample reasoning traces from the teacher (train.traces.teacher)."""
+    from gr2.train.traces import run_traces
+
+    art = _run(run_traces, cfg)
+    click.echo(f"traces: {art.traces}\nmetrics: {art.metrics}\nsummary: {art.summary}")
+    click.echo(art.summary.read_text())
+
+
+@group.command("reasoning")
+@config_options
+def reasoning(cfg: GR2Config) -> None:
+    """SFT on accepted traces with lambda_r (reasoning) < lambda_o (ranking) token weights."""
+    from gr2.train.reasoning import run_reasoning
+
+    art = _run(run_reasoning, cfg)
+    click.echo(f"model: {art.model}\nmetrics: {art.metrics}\nsummary: {art.summary}")
+    click.echo(art.summary.read_text())
+
+
+@group.command("table")
+@config_options
+def table(cfg: GR2Config) -> None:
+    """Write the stage-by-stage table (incoming order, mid-training, reasoning SFT) to the eval folder."""
+    from gr2.train.stages import run_stage_table
+
+    art = _run(run_stage_table, cfg)
+    click.echo(f"table: {art.markdown}\njson: {art.json}")
+    click.echo(art.markdown.read_text())

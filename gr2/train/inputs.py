@@ -1,0 +1,84 @@
+"""What the training stages read from a run: the SID map, the catalog, and time-safe user sequences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gr2.config import GR2Config
+from gr2.data.schema import Dataset
+from gr2.paths import RunPaths
+from gr2.rerank.protocol import Cuts, compute_cuts
+
+
+class TrainInputError(ValueError):
+    """A file a training stage needs is missing or unusable; the message says which command makes it."""
+
+
+def sid_map_path(cfg: GR2Config) -> Path:
+    return RunPaths.of(cfg.run_dir).sid / "sid_map.parquet"
+
+
+def load_sid_map(cfg: GR2Config) -> Any:
+    """The run's SID map (``gr2 sid train`` writes it)."""
+    from gr2.sid.sidmap import SIDMap
+
+    path = sid_map_path(cfg)
+    if not path.exists():
+        raise TrainInputError(f"{path}: not found; run `gr2 sid train` first")
+    return SIDMap.load(path)
+
+
+def load_dataset(cfg: GR2Config) -> Dataset:
+    raw = RunPaths.of(cfg.run_dir).raw
+    if not (raw / "interactions.parquet").exists() and not (raw / "interactions.csv").exists():
+        raise TrainInputError(f"{raw}: no dataset; run `gr2 data fetch` first")
+    return Dataset.load(raw)
+
+
+def protocol_cuts(cfg: GR2Config, interactions: pd.DataFrame) -> Cuts:
+    """The evaluation protocol's time cuts (same settings as ``gr2 samples build``)."""
+    rc = cfg.rerank
+    return compute_cuts(interactions, rc.test_fraction, rc.validation_fraction, rc.fit_fraction)
+
+
+def sequences_before(ordered: pd.DataFrame, cut: int) -> dict[int, list[int]]:
+    """Each user's items (protocol order) with timestamp strictly before ``cut``."""
+    early = ordered[ordered["timestamp"] < cut]
+    return {int(u): g.tolist() for u, g in early.groupby("user_id", sort=True)["item_id"]}
+
+
+def validation_positions(
+    ordered: pd.DataFrame, cuts: Cuts, history_length: int, max_users: int, seed: int
+) -> list[tuple[list[int], int]]:
+    """One validation position per user (``validation_start <= t < test_start``), for at most ``max_users``
+    users: the user's earlier items (last ``history_length``) and the item consumed."""
+    rng = np.random.default_rng(seed)
+    ts = ordered["timestamp"].to_numpy()
+    in_val = (ts >= cuts.validation_start) & (ts < cuts.test_start) & (ordered["position"].to_numpy() > 0)
+    frame = ordered[in_val]
+    users = frame["user_id"].unique()
+    if len(users) > max_users:
+        users = np.sort(rng.choice(users, size=max_users, replace=False))
+    seqs = {int(u): g.tolist() for u, g in ordered.groupby("user_id", sort=True)["item_id"]}
+    out = []
+    for user in users:
+        rows = frame[frame["user_id"] == user]
+        pos = int(rows["position"].iloc[int(rng.integers(len(rows)))])
+        seq = seqs[int(user)]
+        out.append((seq[max(0, pos - history_length): pos], int(seq[pos])))
+    return out
+
+
+def subsample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most ``n`` rows drawn at random (seeded, spread over users), in ``sample_id`` order; 0 = all.
+
+    >>> subsample(pd.DataFrame({"sample_id": ["c", "a", "b"]}), 0, 0)["sample_id"].tolist()
+    ['a', 'b', 'c']
+    """
+    if n and len(frame) > n:
+        frame = frame.sample(n=n, random_state=seed)
+    return frame.sort_values("sample_id").reset_index(drop=True)

@@ -1,0 +1,172 @@
+"""``gr2 train midtrain``: teach the LM the catalog's SIDs and user sequences with TRL's ``SFTTrainer``.
+
+Steps: build (or load) the base model, add SID tokens, draw the task mixture from interactions before the
+validation cut, measure on validation (next-item Recall@k over the catalog, SID -> title accuracy,
+candidate ranking by likelihood), train, measure again, write the model, metrics and a summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset as HFDataset
+from transformers import set_seed
+from trl import SFTTrainer
+
+from gr2.config import GR2Config
+from gr2.models.factory import LoadedModel, build_offline_checkpoint, load_model
+from gr2.paths import RunPaths
+from gr2.provenance import write_metrics
+from gr2.rerank.protocol import order_interactions
+from gr2.train.corpus import corpus_texts
+from gr2.train.evaluate import next_item_rankings, next_item_recall, sid_title_accuracy
+from gr2.train.inputs import (
+    load_dataset,
+    load_sid_map,
+    protocol_cuts,
+    sequences_before,
+    sid_map_path,
+    validation_positions,
+)
+from gr2.train.sft import loss_curve, resume_checkpoint, sft_args
+from gr2.train.tasks import Catalog, build_examples
+
+
+@dataclass(frozen=True)
+class MidtrainArtifacts:
+    """Files written by :func:`run_midtrain`."""
+
+    model: Path
+    base_model: str
+    metrics: Path
+    summary: Path
+
+
+def stage_dir(cfg: GR2Config, stage: str) -> Path:
+    return RunPaths.of(cfg.run_dir).train / stage
+
+
+def prepare_base_model(cfg: GR2Config, corpus: list[str]) -> str:
+    """``train.model.base_model`` when set, else the run's offline checkpoint (built once, reused after)."""
+    mc = cfg.train.model
+    if mc.base_model:
+        return mc.base_model
+    base = stage_dir(cfg, "base")
+    card = base / "gr2_model.json"
+    wanted = {"config": mc.model_dump(), "seed": cfg.seed}
+    if card.exists() and (base / "model.safetensors").exists():
+        old = json.loads(card.read_text())
+        if {"config": old.get("config"), "seed": old.get("seed")} == wanted:
+            return str(base)
+    build_offline_checkpoint(mc, corpus, base, seed=cfg.seed)
+    record = json.loads(card.read_text())
+    card.write_text(json.dumps({**record, **wanted}, indent=2) + "\n")
+    return str(base)
+
+
+def validation_metrics(cfg: GR2Config, lm: LoadedModel, sid_map: Any, catalog: Catalog,
+                       positions: list[tuple[list[int], int]], items: Any) -> dict[str, Any]:
+    """Next-item Recall@k, SID -> title accuracy and (with samples) candidate ranking by likelihood."""
+    mc = cfg.train.midtrain
+    out: dict[str, Any] = {
+        "next_item": next_item_recall(lm, sid_map, positions, k=mc.recall_k),
+        "sid_to_title": sid_title_accuracy(lm, sid_map, catalog, mc.eval_titles, mc.title_choices, cfg.seed),
+    }
+    samples = _validation_samples(cfg, mc.eval_users)
+    if samples is not None:
+        from gr2.rerank.metrics import evaluate_rankings
+
+        rankings = next_item_rankings(lm, sid_map, samples, mc.history_length)
+        out["rerank_likelihood"] = evaluate_rankings(samples, rankings)
+        out["rerank_likelihood"]["samples"] = len(samples)
+    return out
+
+
+def _validation_samples(cfg: GR2Config, limit: int) -> Any:
+    try:
+        from gr2.rerank.samples import SamplesError, load_samples
+    except ImportError:
+        return None
+    try:
+        frame = load_samples(cfg.run_dir, "validation")
+    except SamplesError:
+        return None
+    from gr2.train.inputs import subsample
+
+    return subsample(frame, limit, cfg.seed)
+
+
+def run_midtrain(cfg: GR2Config) -> MidtrainArtifacts:
+    """Mid-train the base model on the SID task mixture; write ``train/midtrain/{model,metrics.json,summary.md}``."""
+    started = time.time()
+    torch.set_num_threads(cfg.train.threads)
+    set_seed(cfg.seed)
+    mc = cfg.train.midtrain
+    out = stage_dir(cfg, "midtrain")
+    sid_map = load_sid_map(cfg)
+    data = load_dataset(cfg)
+    ordered = order_interactions(data.interactions)
+    cuts = protocol_cuts(cfg, ordered)
+    catalog = Catalog.build(data.items, sid_map)
+    examples = build_examples(sequences_before(ordered, cuts.validation_start), catalog, sid_map, mc, cfg.seed)
+    base = prepare_base_model(cfg, corpus_texts(cfg, examples, catalog))
+    lm = load_model(base, sid_map.all_tokens(), seed=cfg.seed)
+    positions = validation_positions(ordered, cuts, mc.history_length, mc.eval_users, cfg.seed)
+
+    before = validation_metrics(cfg, lm, sid_map, catalog, positions, data.items)
+    args = sft_args(mc.optim, out / "checkpoints", cfg.seed, completion_only_loss=mc.completion_only_loss)
+    dataset = HFDataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+    trainer = SFTTrainer(model=lm.model, args=args, train_dataset=dataset, processing_class=lm.tokenizer)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(out / "checkpoints", mc.optim.resume))
+    trainer.save_model(str(out / "model"))
+    after = validation_metrics(cfg, lm, sid_map, catalog, positions, data.items)
+
+    curve = loss_curve(trainer.state.log_history)
+    metrics = {
+        "base_model": base,
+        "parameters": lm.num_parameters,
+        "sid_tokens_added": lm.added_tokens,
+        "examples": len(examples),
+        "examples_per_task": dict(Counter(e["task"] for e in examples)),
+        "train_before": cuts.validation_start,
+        "steps": trainer.state.global_step,
+        "final_loss": curve[-1]["loss"] if curve else None,
+        "loss_curve": curve,
+        "validation_before": before,
+        "validation_after": after,
+        "wall_time_s": round(time.time() - started, 1),
+    }
+    metrics_path = out / "metrics.json"
+    write_metrics(metrics_path, metrics, cfg, [RunPaths.of(cfg.run_dir).raw, sid_map_path(cfg)])
+    summary = out / "summary.md"
+    summary.write_text(_summary(metrics, mc.recall_k))
+    return MidtrainArtifacts(model=out / "model", base_model=base, metrics=metrics_path, summary=summary)
+
+
+def _summary(m: dict[str, Any], k: int) -> str:
+    b, a = m["validation_before"], m["validation_after"]
+    loss = "n/a" if m["final_loss"] is None else f"{m['final_loss']:.3f}"
+    lines = [
+        "# Mid-training", "",
+        f"Base model `{m['base_model']}` ({m['parameters']:,} parameters, {m['sid_tokens_added']} SID tokens "
+        f"added); {m['examples']} examples {m['examples_per_task']}; {m['steps']} steps, final loss {loss}.", "",
+        "| validation metric | before | after |", "| --- | --- | --- |",
+        f"| next-item Recall@{k} ({b['next_item']['positions']} positions) | {b['next_item'][f'recall@{k}']:.3f} "
+        f"| {a['next_item'][f'recall@{k}']:.3f} |",
+        f"| next-item Recall@1 | {b['next_item']['recall@1']:.3f} | {a['next_item']['recall@1']:.3f} |",
+        f"| SID -> title accuracy (chance {b['sid_to_title']['chance']:.2f}) | {b['sid_to_title']['accuracy']:.3f} "
+        f"| {a['sid_to_title']['accuracy']:.3f} |",
+    ]
+    if "rerank_likelihood" in a:
+        n = a["rerank_likelihood"]["samples"]
+        for key in ("R@1", "R@3", "N@3"):
+            if key in a["rerank_likelihood"]:
+                lines.append(f"| candidates by likelihood {key} ({n} samples) | "
+                             f"{b['rerank_likelihood'][key]:.3f} | {a['rerank_likelihood'][key]:.3f} |")
+    return "\n".join(lines) + "\n"

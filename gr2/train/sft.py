@@ -1,0 +1,104 @@
+"""TRL plumbing shared by the SFT stages: the ``SFTConfig`` of a stage, a per-token weighted trainer,
+resumable checkpoints and the loss curve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig, SFTTrainer
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from gr2.train.config import OptimConfig
+
+WEIGHTS = "token_weights"
+
+
+def sft_args(optim: OptimConfig, output_dir: Path, seed: int, **overrides: Any) -> SFTConfig:
+    """TRL's ``SFTConfig`` for a CPU stage (no bf16, no gradient checkpointing, no reporting)."""
+    kwargs: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "max_steps": optim.max_steps,
+        "per_device_train_batch_size": optim.batch_size,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": optim.learning_rate,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": max(0, round(optim.warmup_ratio * optim.max_steps)),
+        "weight_decay": optim.weight_decay,
+        "max_length": optim.max_length,
+        "logging_steps": optim.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": optim.save_steps,
+        "save_total_limit": optim.save_total_limit,
+        "seed": seed,
+        "data_seed": seed,
+        "bf16": False,
+        "fp16": False,
+        "activation_checkpointing": False,  # transformers 5 name of gradient_checkpointing (TRL default: on)
+        "use_cpu": not torch.cuda.is_available(),
+        "report_to": [],
+        "dataloader_num_workers": 0,
+        "disable_tqdm": False,
+        "eval_strategy": "no",
+    }
+    kwargs.update(overrides)
+    return SFTConfig(**kwargs)
+
+
+def resume_checkpoint(output_dir: Path, resume: bool) -> str | None:
+    """The last ``checkpoint-N`` folder to resume from, when resuming is on and one exists."""
+    if not resume or not output_dir.is_dir():
+        return None
+    return get_last_checkpoint(str(output_dir))
+
+
+def loss_curve(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """(step, loss) points of the training log."""
+    return [{"step": int(e["step"]), "loss": float(e["loss"])} for e in log_history if "loss" in e and "step" in e]
+
+
+class WeightedCollator(DataCollatorForLanguageModeling):
+    """TRL's language-modeling collator that also pads a per-token ``token_weights`` column (with 0)."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super().torch_call(examples)
+        width = output["input_ids"].shape[1]
+        weights = torch.zeros((len(examples), width), dtype=torch.float32)
+        for row, example in enumerate(examples):
+            w = torch.as_tensor(example[WEIGHTS], dtype=torch.float32)
+            weights[row, : len(w)] = w
+        output[WEIGHTS] = weights
+        return output
+
+
+class WeightedSFTTrainer(SFTTrainer):
+    """``SFTTrainer`` whose loss weights each target token: ``sum_t w_t * nll_t / #target tokens``.
+
+    The reasoning stage gives reasoning tokens ``lambda_r`` and ranking tokens ``lambda_o``; the weight of
+    a token is read at its own position (the label it is trained to produce).
+    """
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if self._signature_columns is not None and WEIGHTS not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, WEIGHTS]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        weights = inputs.pop(WEIGHTS, None)
+        if weights is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        per_token_nll = -outputs.log_probs  # (batch, seq - 1), zero where the label is -100
+        shifted = weights[:, 1:].to(per_token_nll.dtype)
+        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = (per_token_nll * shifted).sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        with torch.no_grad():
+            valid = outputs.label_mask.sum().clamp(min=1)
+            self._metrics[mode]["mean_token_accuracy"].append((outputs.is_top1.sum() / valid).item())
+            self._metrics[mode]["weighted_tokens"].append(float(shifted.sum() / valid))
+        return (loss, outputs) if return_outputs else loss
