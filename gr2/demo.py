@@ -80,6 +80,32 @@ def _baselines(cfg: GR2Config) -> str:
     return f"baseline table {run_baselines(cfg).markdown}"
 
 
+def _midtrain(cfg: GR2Config) -> str:
+    from gr2.train.midtrain import run_midtrain
+
+    art = run_midtrain(cfg)
+    return f"checkpoint {art.model}; summary {art.summary}"
+
+
+def _traces(cfg: GR2Config) -> str:
+    from gr2.train.traces import run_traces
+
+    return f"traces {run_traces(cfg).summary}"
+
+
+def _reasoning(cfg: GR2Config) -> str:
+    from gr2.train.reasoning import run_reasoning
+
+    art = run_reasoning(cfg)
+    return f"checkpoint {art.model}; summary {art.summary}"
+
+
+def _stage_table(cfg: GR2Config) -> str:
+    from gr2.train.stages import run_stage_table
+
+    return f"stage table {run_stage_table(cfg).markdown}"
+
+
 STEPS: list[Step] = [
     Step("fetch", _fetch),
     Step("validate", _validate),
@@ -88,6 +114,10 @@ STEPS: list[Step] = [
     Step("features", _features),
     Step("samples", _samples),
     Step("baselines", _baselines),
+    Step("midtrain", _midtrain),
+    Step("traces", _traces),
+    Step("reasoning", _reasoning),
+    Step("stage_table", _stage_table),
 ]
 
 
