@@ -194,7 +194,8 @@ def test_midtrain_traces_reasoning_and_table(train_run: GR2Config) -> None:
     assert mm["steps"] == 30 and np.isfinite(mm["final_loss"]) and mm["final_loss"] < mm["loss_curve"][0]["loss"]
     assert set(mm["examples_per_task"]) == {"next_item", "sid_to_text", "text_to_sid", "persona", "item_text"}
     for when in ("validation_before", "validation_after"):
-        assert 0 <= mm[when]["next_item"]["recall@10"] <= 1 and mm[when]["next_item"]["positions"] == 30
+        assert 0 <= mm[when]["next_item"]["recall@10"] <= 1
+        assert 0 < mm[when]["next_item"]["positions"] <= train_run.train.midtrain.eval_users
         assert "R@1" in mm[when]["rerank_likelihood"]
     base = load_file(paths.train / "base" / "model.safetensors")
     trained = load_file(paths.train / "midtrain" / "model" / "model.safetensors")
@@ -222,13 +223,13 @@ def test_midtrain_traces_reasoning_and_table(train_run: GR2Config) -> None:
     code, out = _cli("train", "reasoning", *run)
     assert code == 0, out
     r = _metrics(train_run, "reasoning")["metrics"]
-    assert r["steps"] == 12 and np.isfinite(r["final_loss"])
+    assert r["steps"] == train_run.train.reasoning.optim.max_steps and np.isfinite(r["final_loss"])
     assert set(r["weighted_tokens"]) == {"0.3", "1"} and r["examples_per_kind"]["mid"] > 0
     assert {"likelihood", "generated"} <= set(r["validation"])
     lm = load_model(paths.train / "reasoning" / "model", SIDMap.load(paths.sid).all_tokens())
     assert lm.added_tokens == 0  # the SID tokens were saved with the model
 
-    code, out = _cli("train", "table", *run)
+    code, out = _cli("eval", "stages", *run)
     assert code == 0, out
     table = json.loads((paths.eval / "train_stages.json").read_text())["metrics"]["rows"]
     methods = {(row["stage"], row["method"]) for row in table}
@@ -236,7 +237,8 @@ def test_midtrain_traces_reasoning_and_table(train_run: GR2Config) -> None:
     assert ("mid-training", "likelihood, next-item prompt") in methods
     incoming = table[0]
     assert incoming["identity_rate"] == 1.0
-    assert incoming["samples"] == min(60, len(pd.read_parquet(paths.samples / "test.parquet")))
+    n_test = len(pd.read_parquet(paths.samples / "test.parquet"))
+    assert incoming["samples"] == min(train_run.train.eval.max_samples, n_test)
     assert (paths.train / "stages.md").read_text() == (paths.eval / "train_stages.md").read_text()
 
 
