@@ -100,9 +100,6 @@ def baselines_cmd(cfg: GR2Config) -> None:
 @config_options
 def stages_cmd(cfg: GR2Config) -> None:
     """Stage-by-stage table on test (incoming order, mid-training, reasoning SFT); same as `gr2 train table`."""
-    from gr2.cli.train import _run
-    from gr2.train.stages import run_stage_table
+    from gr2.cli.train import write_stage_table
 
-    art = _run(run_stage_table, cfg)
-    click.echo(f"table: {art.markdown}\njson: {art.json}")
-    click.echo(art.markdown.read_text())
+    write_stage_table(cfg)

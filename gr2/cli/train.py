@@ -72,12 +72,17 @@ def reasoning(cfg: GR2Config) -> None:
     click.echo(art.summary.read_text())
 
 
-@group.command("table")
-@config_options
-def table(cfg: GR2Config) -> None:
-    """Write the stage-by-stage table (incoming order, mid-training, reasoning SFT) to the eval folder."""
+def write_stage_table(cfg: GR2Config) -> None:
+    """Write and print the stage-by-stage table (shared by `gr2 train table` and `gr2 eval stages`)."""
     from gr2.train.stages import run_stage_table
 
     art = _run(run_stage_table, cfg)
     click.echo(f"table: {art.markdown}\njson: {art.json}")
     click.echo(art.markdown.read_text())
+
+
+@group.command("table")
+@config_options
+def table(cfg: GR2Config) -> None:
+    """Write the stage-by-stage table (incoming order, mid-training, reasoning SFT) to the eval folder."""
+    write_stage_table(cfg)
