@@ -39,15 +39,19 @@ def group() -> None:
     """Staged LLM training: mid-training, reasoning traces, reasoning SFT, stage table."""
 
 
+def _show(art: Any, output: str) -> None:
+    """Print a stage's main output, metrics and summary paths, then the summary itself."""
+    click.echo(f"{output}: {getattr(art, output)}\nmetrics: {art.metrics}\nsummary: {art.summary}")
+    click.echo(art.summary.read_text())
+
+
 @group.command("midtrain")
 @config_options
 def midtrain(cfg: GR2Config) -> None:
     """Mid-train the LM (SID tokens added) on the task mixture with TRL's SFTTrainer."""
     from gr2.train.midtrain import run_midtrain
 
-    art = _run(run_midtrain, cfg)
-    click.echo(f"model: {art.model}\nmetrics: {art.metrics}\nsummary: {art.summary}")
-    click.echo(art.summary.read_text())
+    _show(_run(run_midtrain, cfg), "model")
 
 
 @group.command("traces")
@@ -56,9 +60,7 @@ def traces(cfg: GR2Config) -> None:
     """Rejection-sample reasoning traces from the teacher (train.traces.teacher)."""
     from gr2.train.traces import run_traces
 
-    art = _run(run_traces, cfg)
-    click.echo(f"traces: {art.traces}\nmetrics: {art.metrics}\nsummary: {art.summary}")
-    click.echo(art.summary.read_text())
+    _show(_run(run_traces, cfg), "traces")
 
 
 @group.command("reasoning")
@@ -67,9 +69,7 @@ def reasoning(cfg: GR2Config) -> None:
     """SFT on accepted traces with lambda_r (reasoning) < lambda_o (ranking) token weights."""
     from gr2.train.reasoning import run_reasoning
 
-    art = _run(run_reasoning, cfg)
-    click.echo(f"model: {art.model}\nmetrics: {art.metrics}\nsummary: {art.summary}")
-    click.echo(art.summary.read_text())
+    _show(_run(run_reasoning, cfg), "model")
 
 
 def write_stage_table(cfg: GR2Config) -> None:
