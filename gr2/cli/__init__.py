@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
-from gr2 import __version__
-from gr2.cli import data, demo, eval, features, samples, sid, train
+
+def quiet_when_redirected() -> None:
+    """Logs written to a file get no progress-bar redraws and no colour codes (a terminal keeps both)."""
+    if sys.stderr.isatty():
+        return
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("NO_COLOR", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+quiet_when_redirected()  # before any module imports tqdm (it reads TQDM_* at import)
+
+from gr2 import __version__  # noqa: E402
+from gr2.cli import data, demo, eval, features, samples, sid, train  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -31,10 +31,34 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def requires_valid_data(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--force`` and refuse (exit 1, naming the report) data whose last validation failed."""
+
+    @click.option("--force", is_flag=True, help="Use the data even though its last validation failed.")
+    @functools.wraps(func)
+    def wrapper(cfg: GR2Config, force: bool, **kwargs: Any) -> Any:
+        from gr2.data.gate import require_valid_data
+        from gr2.data.schema import DataError
+
+        try:
+            require_valid_data(cfg.run_dir, force)
+        except DataError as err:
+            fail(str(err))
+        return func(cfg=cfg, **kwargs)
+
+    return wrapper
+
+
+def warn(messages: list[str] | tuple[str, ...]) -> None:
+    """Print each warning on its own line to stderr."""
+    for message in messages:
+        click.echo(f"warning: {message}", err=True)
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print a one-line error and exit with ``code`` (no traceback)."""
     click.echo(f"error: {message}", err=True)
     raise SystemExit(code)
 
 
-__all__ = ["GR2Config", "config_options", "fail"]
+__all__ = ["GR2Config", "config_options", "fail", "requires_valid_data", "warn"]

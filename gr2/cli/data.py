@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gr2.cli.common import GR2Config, config_options, fail
+from gr2.cli.common import GR2Config, config_options, fail, warn
 from gr2.data.schema import DataError
 from gr2.paths import RunPaths
 
@@ -74,8 +74,7 @@ def validate_cmd(cfg: GR2Config, data_dir: str | None, out: str | None) -> None:
                f"(report: {report.markdown_path})")
     for o in report.failures:
         example = f"; e.g. {json.dumps(o.examples[0], default=str)}" if o.examples else ""
-        count = f"{o.unexpected_count} unexpected; " if o.unexpected_count else ""
-        click.echo(f"FAILED {o.table}: {o.expectation}({o.column or ''}): {count}observed {o.observed}{example}")
+        click.echo(f"FAILED {o.message}{example}")
     if not report.success:
         raise SystemExit(1)
     click.echo("data is valid")
@@ -87,12 +86,15 @@ def validate_cmd(cfg: GR2Config, data_dir: str | None, out: str | None) -> None:
 @click.option("--kcore", type=int, default=None, help="k-core filter (default: data.kcore).")
 @config_options
 def split_cmd(cfg: GR2Config, data_dir: str | None, out: str | None, kcore: int | None) -> None:
-    """Chronological leave-one-out split per user."""
+    """The evaluation protocol's split (rerank.protocol: temporal or leave_one_out): train = what may be learned."""
     from gr2.data.split import split_dataset
+    from gr2.rerank.protocol import ProtocolError
 
     paths = RunPaths.of(cfg.run_dir)
     try:
-        art = split_dataset(data_dir or paths.raw, out or paths.split, cfg.data.kcore if kcore is None else kcore)
-    except DataError as err:
+        art = split_dataset(data_dir or paths.raw, out or paths.split, cfg.rerank,
+                            cfg.data.kcore if kcore is None else kcore)
+    except (DataError, ProtocolError) as err:
         fail(str(err))
     click.echo(art.summary.read_text())
+    warn(art.warnings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gr2.cli.common import GR2Config, config_options, fail
+from gr2.cli.common import GR2Config, config_options, fail, requires_valid_data, warn
 from gr2.data.schema import DataError
 
 
@@ -15,6 +15,7 @@ def group() -> None:
 
 @group.command("build")
 @config_options
+@requires_valid_data
 def build_cmd(cfg: GR2Config) -> None:
     """Fit the legacy pre-ranker and write train/validation/test samples with a summary."""
     from gr2.rerank.protocol import ProtocolError
@@ -33,3 +34,4 @@ def build_cmd(cfg: GR2Config) -> None:
         click.echo(f"{name}: {s['samples']} samples of {s['positions']} positions (coverage {s['coverage']:.3f}, "
                    f"{s['dropped_target_not_in_top_k']} dropped), {s['random_samples']} random-negative samples")
     click.echo(f"wrote {art.summary.parent}")
+    warn(art.warnings)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from gr2.cli.common import GR2Config, config_options, fail
+from gr2.cli.common import GR2Config, config_options, fail, requires_valid_data
 from gr2.data.schema import DataError
 from gr2.paths import RunPaths
 from gr2.sid.errors import SIDError
@@ -34,6 +34,7 @@ def refresh_feature_store(cfg: GR2Config) -> str:
 @group.command("train")
 @click.option("--no-feature-store", is_flag=True, help="Do not refresh the run's Feast store afterwards.")
 @config_options
+@requires_valid_data
 def train_cmd(cfg: GR2Config, no_feature_store: bool) -> None:
     """Embed the catalog, train the RQ-VAE and write the SID map, codebooks and report to <run-dir>/sid."""
     from gr2.sid.train import train_sid
@@ -142,3 +143,6 @@ def show_cmd(cfg: GR2Config, items: tuple[int, ...], sids: tuple[str, ...]) -> N
     out = {"items": {i: (sid_map.token_string(i) if i in sid_map else None) for i in items},
            "sids": {s: sid_map.item_for(s) for s in sids}}
     click.echo(json.dumps(out, indent=2))
+    unknown = [str(i) for i, s in out["items"].items() if s is None] + [s for s, i in out["sids"].items() if i is None]
+    if unknown:
+        fail(f"not in the SID map {path}: {', '.join(unknown)}")

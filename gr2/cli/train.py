@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from gr2.cli.common import config_options, fail
+from gr2.cli.common import config_options, fail, requires_valid_data
 from gr2.config import GR2Config
 
 
@@ -47,6 +47,7 @@ def _show(art: Any, output: str) -> None:
 
 @group.command("midtrain")
 @config_options
+@requires_valid_data
 def midtrain(cfg: GR2Config) -> None:
     """Mid-train the LM (SID tokens added) on the task mixture with TRL's SFTTrainer."""
     from gr2.train.midtrain import run_midtrain
@@ -56,6 +57,7 @@ def midtrain(cfg: GR2Config) -> None:
 
 @group.command("traces")
 @config_options
+@requires_valid_data
 def traces(cfg: GR2Config) -> None:
     """Rejection-sample reasoning traces from the teacher (train.traces.teacher)."""
     from gr2.train.traces import run_traces
@@ -65,6 +67,7 @@ def traces(cfg: GR2Config) -> None:
 
 @group.command("reasoning")
 @config_options
+@requires_valid_data
 def reasoning(cfg: GR2Config) -> None:
     """SFT on accepted traces with lambda_r (reasoning) < lambda_o (ranking) token weights."""
     from gr2.train.reasoning import run_reasoning

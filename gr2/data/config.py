@@ -27,6 +27,8 @@ class DataConfig(BaseModel):
     timestamp_max: int = Field(
         4102444800, description="Latest plausible timestamp (unix seconds; 2100-01-01)."
     )
+    year_min: int = Field(1800, description="Earliest plausible item year (when the catalog has years).")
+    year_max: int = Field(2100, description="Latest plausible item year.")
     # Parameters that control the split
     kcore: int = Field(0, ge=0, description="k-core filter before splitting (0 = off).")
     max_users: int | None = Field(

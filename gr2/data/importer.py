@@ -46,21 +46,54 @@ def _integer_ids(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame, pd.Dat
     return out, id_map
 
 
+SEPARATORS = ("|", ", ", ";")  # category separators recognised without --category-separator
+
+
+def detect_category_separator(categories: pd.Series) -> str | None:
+    """The one common separator the values use (None when every value is a single category).
+
+    >>> detect_category_separator(pd.Series(["Drama|Comedy", "Horror"]))
+    '|'
+    """
+    text = categories.dropna().astype(str)
+    used = [sep for sep in SEPARATORS if text.str.contains(sep, regex=False).any()]
+    if len(used) > 1:
+        counts = {sep: int(text.str.contains(sep, regex=False).sum()) for sep in used}
+        raise DataError(f"categories use several separators {counts} (values containing each); pass "
+                        f"--category-separator to say which one splits categories")
+    return used[0] if used else None
+
+
+def _check_mapping(mapping: dict[str, str], inter: pd.DataFrame, catalog: pd.DataFrame,
+                   interactions: str | Path, items: str | Path) -> None:
+    """Every mapped source column must exist in one of the files (a same-named canonical one does not count)."""
+    missing = [f"{canonical}={source}" for source, canonical in mapping.items()
+               if source not in inter.columns and source not in catalog.columns]
+    if missing:
+        raise DataError(f"column mapping {missing}: source column(s) not found in {interactions} "
+                        f"(columns {list(inter.columns)}) nor in {items} (columns {list(catalog.columns)})")
+
+
 def import_catalog(interactions: str | Path, items: str | Path, mapping: dict[str, str],
                    out_dir: str | Path, category_separator: str | None = None,
                    timestamp_unit: str = "s") -> Dataset:
     """Read, rename and type the two tables, map string ids to integers, and save canonically."""
-    inter = read_any(interactions).rename(columns=mapping)
-    catalog = read_any(items).rename(columns=mapping)
+    inter, catalog = read_any(interactions), read_any(items)
+    _check_mapping(mapping, inter, catalog, interactions, items)
+    inter = inter.drop(columns=[c for c in mapping.values() if c in inter and c not in mapping]).rename(columns=mapping)
+    catalog = catalog.drop(columns=[c for c in mapping.values() if c in catalog and c not in mapping]
+                           ).rename(columns=mapping)
     if "timestamp" in inter and not pd.api.types.is_numeric_dtype(inter["timestamp"]):
         parsed = pd.to_datetime(inter["timestamp"], errors="coerce", utc=True)
         if parsed.notna().all():
             inter["timestamp"] = parsed.astype("int64") // 10**9
     elif "timestamp" in inter and timestamp_unit == "ms":
         inter["timestamp"] = inter["timestamp"] // 1000
-    if category_separator and "categories" in catalog:
-        catalog["categories"] = catalog["categories"].fillna("").astype(str).str.replace(
-            category_separator, CATEGORY_SEPARATOR, regex=False)
+    if "categories" in catalog:
+        separator = category_separator or detect_category_separator(catalog["categories"])
+        if separator and separator != CATEGORY_SEPARATOR:
+            catalog["categories"] = catalog["categories"].fillna("").astype(str).str.replace(
+                separator, CATEGORY_SEPARATOR, regex=False)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for column in ("item_id", "user_id"):

@@ -126,7 +126,7 @@ def coerce_items(frame: pd.DataFrame, source: Path = Path("items")) -> pd.DataFr
     _require(frame, ITEM_COLUMNS, source)
     out = frame.copy()
     out["item_id"] = _to_int(out, "item_id", source)
-    out["title"] = out["title"].fillna("").astype(str)
+    out["title"] = out["title"].astype("string")  # missing titles stay null: validation reports them
     if "categories" in out:
         out["categories"] = out["categories"].fillna("").astype(str)
     if "year" in out:
@@ -139,7 +139,7 @@ def coerce_items(frame: pd.DataFrame, source: Path = Path("items")) -> pd.DataFr
 
 def item_text(items: pd.DataFrame) -> pd.Series:
     """One text per item for encoders and prompts: title, year, categories and free text."""
-    parts = items["title"].astype(str)
+    parts = items["title"].fillna("").astype(str)
     if "year" in items:
         year = items["year"].astype("string").fillna("")
         parts = parts + year.map(lambda y: f" ({y})" if y else "")

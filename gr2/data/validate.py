@@ -21,6 +21,13 @@ from gr2.data.schema import ITEM_COLUMNS, DataError, read_table
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 MAX_EXAMPLES = 5
+MAX_IDS = 20  # offending ids listed per failed expectation
+ID_COLUMNS = {"interactions": ("user_id",), "items": ("item_id",), "user_history": ("user_id",)}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly scalar (numpy and pandas values become Python ones)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 @dataclass
@@ -34,6 +41,19 @@ class ExpectationOutcome:
     observed: Any = None
     unexpected_count: int | None = None
     examples: list[dict[str, Any]] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)  # item/user ids of offending rows (first ones)
+
+    @property
+    def message(self) -> str:
+        """One line naming the check, the column, how many rows failed, the observed values and ids."""
+        text = f"{self.table}: {self.expectation}({self.column or ''})"
+        if self.unexpected_count:
+            text += f": {self.unexpected_count} row(s) fail"
+        if self.observed not in (None, "", []):
+            text += f"; observed {self.observed}"
+        if self.ids:
+            text += f"; ids {self.ids}"
+        return text
 
 
 @dataclass
@@ -74,7 +94,7 @@ def _interaction_expectations(frame: pd.DataFrame, items: pd.DataFrame | None, c
     return exps
 
 
-def _item_expectations(frame: pd.DataFrame) -> list:
+def _item_expectations(frame: pd.DataFrame, cfg: DataConfig) -> list:
     import great_expectations.expectations as gxe
 
     exps: list = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
@@ -85,8 +105,9 @@ def _item_expectations(frame: pd.DataFrame) -> list:
                  gxe.ExpectColumnValuesToBeInTypeList(column="item_id", type_list=["int64", "int32"])]
     if "title" in frame:
         exps.append(gxe.ExpectColumnValuesToNotBeNull(column="title"))
+        exps.append(gxe.ExpectColumnValuesToNotMatchRegex(column="title", regex=r"^\s*$"))  # empty or blank
     if "year" in frame and pd.api.types.is_numeric_dtype(frame["year"]):
-        exps.append(gxe.ExpectColumnValuesToBeBetween(column="year", min_value=1800, max_value=2100))
+        exps.append(gxe.ExpectColumnValuesToBeBetween(column="year", min_value=cfg.year_min, max_value=cfg.year_max))
     return exps
 
 
@@ -113,13 +134,17 @@ def _run_suite(context: Any, table: str, frame: pd.DataFrame, expectations: list
         column = kwargs.get("column") or (",".join(kwargs["column_list"]) if "column_list" in kwargs else None)
         detail = res.result or {}
         observed = detail.get("observed_value")
+        if observed is None and detail.get("partial_unexpected_list"):
+            observed = [_plain(v) for v in detail["partial_unexpected_list"][:MAX_EXAMPLES]]
         if res.exception_info and res.exception_info.get("raised_exception"):
             observed = f"could not evaluate: {res.exception_info.get('exception_message')}"
         rows = [int(i) for i in detail.get("partial_unexpected_index_list") or [] if isinstance(i, int | float)]
         examples = json.loads(frame.loc[frame.index.intersection(rows[:MAX_EXAMPLES])].to_json(orient="records"))
+        key = next((k for k in ID_COLUMNS[table] if k in frame), None)
+        ids = [_plain(v) for v in frame.loc[frame.index.intersection(rows[:MAX_IDS]), key]] if key else []
         outcomes.append(ExpectationOutcome(
             table=table, expectation=config.type, column=column, success=bool(res.success),
-            observed=observed, unexpected_count=detail.get("unexpected_count"), examples=examples))
+            observed=observed, unexpected_count=detail.get("unexpected_count"), examples=examples, ids=ids))
     return outcomes
 
 
@@ -143,7 +168,7 @@ def validate_dataset(data_dir: str | Path, cfg: DataConfig | None = None,
     except (ImportError, AttributeError):
         pass
     outcomes = _run_suite(context, "interactions", interactions, _interaction_expectations(interactions, items, cfg))
-    outcomes += _run_suite(context, "items", items, _item_expectations(items))
+    outcomes += _run_suite(context, "items", items, _item_expectations(items, cfg))
     if "user_id" in interactions and len(interactions):
         history = interactions.groupby("user_id", dropna=True).size().rename("n_interactions").reset_index()
         outcomes += _run_suite(context, "user_history", history, _history_expectations(cfg))
@@ -168,11 +193,13 @@ def write_reports(report: ValidationReport, out_dir: Path, data_dir: Path) -> No
     lines = [f"# Data validation: {'PASSED' if report.success else 'FAILED'}", "",
              f"Data: `{data_dir}`; {len(report.outcomes)} expectations, {len(report.failures)} failed.", ""]
     if report.failures:
-        lines += ["| table | expectation | column | unexpected | observed | example rows |", "|---|---|---|---|---|---|"]
+        lines += ["| table | expectation | column | unexpected | observed | ids | example rows |",
+                  "|---|---|---|---|---|---|---|"]
         for o in report.failures:
             ex = "; ".join(json.dumps(e, default=str) for e in o.examples[:3]).replace("|", "\\|")
+            observed = str(o.observed)[:120].replace("|", "\\|")
             lines.append(f"| {o.table} | {o.expectation} | {o.column or ''} | {o.unexpected_count or ''} "
-                         f"| {str(o.observed)[:80]} | {ex} |")
+                         f"| {observed} | {', '.join(map(str, o.ids))} | {ex} |")
     lines += ["", "## Passed", ""] + [f"- {p}" for p in payload["passed"]]
     report.markdown_path = out_dir / "validation.md"
     report.markdown_path.write_text("\n".join(lines) + "\n")

@@ -1,51 +1,85 @@
-"""Feature tables for the Feast sources, computed from a run's train split (and SID map, if any)."""
+"""Feature tables for the Feast sources, from a run's learnable interactions (the protocol's train split).
+
+Catalog features (text, SIDs) are valid from the first learnable interaction on. Engagement features
+are *time-stamped*: every (item, time) and (user, time) with an interaction gets a row whose values
+count interactions strictly before ``event_timestamp`` (the row is valid from one second after the
+interaction). A point-in-time join (``get_historical_features``) as of a sample's own timestamp
+therefore sees only the past, and ``materialize`` loads the latest row of each entity for serving.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 SID_SCHEMA = pa.schema([("item_id", pa.int64()), ("sid", pa.string()), ("sid_codes", pa.list_(pa.int64())),
                         ("event_timestamp", pa.timestamp("us", tz="UTC"))])
+VALID_AFTER_S = 1  # a row built from interactions at time t is valid from t + 1 s (strictly after them)
 
 
-def as_of_timestamp(train: pd.DataFrame) -> pd.Timestamp:
-    """Event time of all feature rows: the last train interaction (features are valid from then on)."""
-    return pd.Timestamp(int(train["timestamp"].max()), unit="s", tz="UTC")
+def utc(seconds: pd.Series | np.ndarray | int) -> pd.Series | pd.Timestamp:
+    """Unix seconds -> tz-aware UTC timestamps."""
+    if np.isscalar(seconds):
+        return pd.Timestamp(int(seconds), unit="s", tz="UTC")
+    return pd.to_datetime(pd.Series(seconds).astype("int64"), unit="s", utc=True)
+
+
+def valid_from(train: pd.DataFrame) -> pd.Timestamp:
+    """Event time of the catalog rows: the first learnable interaction."""
+    return utc(int(train["timestamp"].min()))
 
 
 def item_text_table(items: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     """title, categories, year per item."""
-    out = pd.DataFrame({"item_id": items["item_id"].astype("int64"), "title": items["title"].astype(str)})
+    out = pd.DataFrame({"item_id": items["item_id"].astype("int64"), "title": items["title"].fillna("").astype(str)})
     out["categories"] = items["categories"].astype(str) if "categories" in items else ""
     out["year"] = (items["year"] if "year" in items else pd.Series(pd.NA, index=items.index)).astype("Int64")
     out["event_timestamp"] = as_of
     return out
 
 
-def item_stats_table(items: pd.DataFrame, train: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """popularity, mean rating and last-seen time per item, from the train split only."""
-    grouped = train.groupby("item_id")
-    stats = pd.DataFrame({"popularity": grouped.size(), "last_seen_ts": grouped["timestamp"].max()})
-    stats["mean_rating"] = grouped["rating"].mean() if "rating" in train else float("nan")
-    out = items[["item_id"]].merge(stats, left_on="item_id", right_index=True, how="left")
-    out["popularity"] = out["popularity"].fillna(0).astype("int64")
-    out["last_seen_ts"] = out["last_seen_ts"].fillna(0).astype("int64")
-    out["mean_rating"] = out["mean_rating"].astype("float64")
-    out["event_timestamp"] = as_of
-    return out.reset_index(drop=True)
+def item_stats_table(train: pd.DataFrame) -> pd.DataFrame:
+    """Per (item, interaction time): popularity, mean rating and last-seen time up to and including it.
+
+    Values are cumulative over the learnable interactions; ``event_timestamp`` is the interaction
+    time + 1 s, so a lookup as of time t sees only interactions before t.
+    """
+    frame = train[["item_id", "timestamp"]].copy()
+    frame["rating"] = train["rating"].astype("float64") if "rating" in train else np.nan
+    per_time = frame.groupby(["item_id", "timestamp"], sort=True).agg(
+        count=("rating", "size"), rating_sum=("rating", "sum"), rated=("rating", "count")).reset_index()
+    grouped = per_time.groupby("item_id", sort=False)
+    popularity = grouped["count"].cumsum()
+    rated = grouped["rated"].cumsum()
+    mean_rating = (grouped["rating_sum"].cumsum() / rated.where(rated > 0)).astype("float64")
+    return pd.DataFrame({
+        "item_id": per_time["item_id"].astype("int64"),
+        "popularity": popularity.astype("int64"),
+        "mean_rating": mean_rating,
+        "last_seen_ts": per_time["timestamp"].astype("int64"),
+        "event_timestamp": utc(per_time["timestamp"] + VALID_AFTER_S),
+    })
 
 
-def user_history_table(train: pd.DataFrame, history_length: int, as_of: pd.Timestamp) -> pd.DataFrame:
-    """The last ``history_length`` train items per user, oldest first."""
+def user_history_table(train: pd.DataFrame, history_length: int) -> pd.DataFrame:
+    """Per (user, interaction): the last ``history_length`` items up to and including it, oldest first."""
     ordered = train.sort_values(["user_id", "timestamp", "item_id"], kind="mergesort")
-    recent = ordered.groupby("user_id")["item_id"].apply(lambda s: [int(x) for x in s.tail(history_length)])
-    out = recent.rename("recent_items").reset_index()
+    rows_user, rows_items, rows_ts = [], [], []
+    for user, group in ordered.groupby("user_id", sort=True):
+        items = group["item_id"].to_numpy(np.int64)
+        stamps = group["timestamp"].to_numpy(np.int64)
+        last_of_time = np.append(stamps[1:] != stamps[:-1], True)  # one row per distinct time
+        for end in np.flatnonzero(last_of_time):
+            rows_user.append(int(user))
+            rows_items.append(items[max(0, end + 1 - history_length): end + 1].tolist())
+            rows_ts.append(int(stamps[end]))
+    out = pd.DataFrame({"user_id": pd.Series(rows_user, dtype="int64"), "recent_items": rows_items})
     out["history_length"] = out["recent_items"].map(len).astype("int64")
-    out["event_timestamp"] = as_of
+    out["event_timestamp"] = utc(np.asarray(rows_ts, dtype=np.int64) + VALID_AFTER_S)
     return out
 
 
@@ -66,12 +100,14 @@ def item_sid_table(sid_map_path: Path | None, as_of: pd.Timestamp) -> pa.Table:
 def write_feature_tables(items: pd.DataFrame, train: pd.DataFrame, out_dir: Path, history_length: int,
                          sid_map_path: Path | None = None) -> dict[str, int]:
     """Write the four source Parquet files into ``out_dir``; returns rows per table."""
+    if train.empty:
+        raise ValueError("no learnable interactions to build features from")
     out_dir.mkdir(parents=True, exist_ok=True)
-    as_of = as_of_timestamp(train)
+    as_of = valid_from(train)
     tables = {
         "item_text": item_text_table(items, as_of),
-        "item_stats": item_stats_table(items, train, as_of),
-        "user_history": user_history_table(train, history_length, as_of),
+        "item_stats": item_stats_table(train),
+        "user_history": user_history_table(train, history_length),
     }
     for name, frame in tables.items():
         frame.to_parquet(out_dir / f"{name}.parquet", index=False)

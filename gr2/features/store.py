@@ -133,5 +133,21 @@ def get_online_features(cfg: GR2Config, item_ids: list[int] = (), user_ids: list
     return result
 
 
+def get_historical_item_stats(cfg: GR2Config, item_ids: list[int], as_of_seconds: list[int],
+                              yaml_file: str = "feature_store.yaml") -> pd.DataFrame:
+    """Point-in-time ``item_stats`` (Feast ``get_historical_features``): one row per (item, time) asked,
+    with the values of the latest source row at or before that time (NaN when the item had none)."""
+    repo = RunPaths.of(cfg.run_dir).feature_repo
+    store = open_store(repo, yaml_file)
+    entity_df = pd.DataFrame({"item_id": pd.Series(item_ids, dtype="int64"),
+                              "event_timestamp": pd.to_datetime(pd.Series(as_of_seconds, dtype="int64"),
+                                                                unit="s", utc=True)})
+    job = store.get_historical_features(entity_df=entity_df, features=_features(("item_stats",), repo))
+    frame = job.to_df()
+    stamps = pd.to_datetime(frame["event_timestamp"], utc=True)
+    frame["as_of"] = ((stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).astype("int64")
+    return frame[["item_id", "as_of", "popularity", "mean_rating", "last_seen_ts"]].reset_index(drop=True)
+
+
 __all__ = ["DataError", "FeatureArtifacts", "FeatureStoreError", "apply", "apply_and_materialize",
-           "get_online_features", "materialize"]
+           "get_historical_item_stats", "get_online_features", "materialize"]

@@ -1,7 +1,7 @@
 """``gr2 eval baselines``: classical re-rankers on the same candidates as the LLM.
 
-Methods: the incoming (legacy) order, popularity before the validation cut, a seeded random order,
-and a SASRec-style transformer trained on the interactions before the validation cut. Each is
+Methods: the incoming (legacy) order, popularity over the learnable interactions, a seeded random
+order, and a SASRec-style transformer trained on the learnable interactions (the protocol's train split). Each is
 scored on the validation and test samples of both protocols, once as presented and once with the
 candidates shuffled (position bias = R@1 as presented - R@1 shuffled).
 
@@ -25,7 +25,6 @@ from gr2.data.schema import Dataset
 from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
 from gr2.rerank.evaluate import shuffled_view, summarize
-from gr2.rerank.protocol import order_interactions
 from gr2.rerank.report import write_report
 from gr2.rerank.samples import PROTOCOLS, SamplesError, load_samples
 from gr2.rerank.sasrec import SASRecScorer, train_sasrec
@@ -81,15 +80,16 @@ def _summary_metrics(run: RunPaths) -> dict:
     return json.loads(path.read_text())["metrics"]
 
 
-def _train_sasrec(cfg: GR2Config, run: RunPaths, validation_start: int, validation: pd.DataFrame) -> SASRecScorer:
+def _train_sasrec(cfg: GR2Config, run: RunPaths, validation: pd.DataFrame) -> SASRecScorer:
+    from gr2.rerank.samples import load_protocol
+
     data = Dataset.load(run.raw)
-    ordered = order_interactions(data.interactions)
-    before = ordered[ordered["timestamp"] < validation_start]
-    item_ids = np.union1d(data.items["item_id"].to_numpy(np.int64), ordered["item_id"].to_numpy(np.int64))
+    protocol = load_protocol(cfg)
+    item_ids = np.union1d(data.items["item_id"].to_numpy(np.int64), protocol.ordered["item_id"].to_numpy(np.int64))
     early = validation
     if len(early) > SASREC_EARLY_STOP_SAMPLES:
         early = early.sample(SASREC_EARLY_STOP_SAMPLES, random_state=cfg.seed)
-    return train_sasrec(before, item_ids, cfg.rerank, early, cfg.seed)
+    return train_sasrec(protocol.learnable(), item_ids, cfg.rerank, early, cfg.seed)
 
 
 def run_baselines(cfg: GR2Config) -> BaselineArtifacts:
@@ -104,7 +104,7 @@ def run_baselines(cfg: GR2Config) -> BaselineArtifacts:
     if samples[("validation", "legacy")].empty or samples[("test", "legacy")].empty:
         raise SamplesError("no validation or test samples: the legacy ranker covered no target; see samples_summary")
 
-    scorer = _train_sasrec(cfg, run, int(summary["protocol"]["validation_start"]), samples[("validation", "legacy")])
+    scorer = _train_sasrec(cfg, run, samples[("validation", "legacy")])
     out = run.eval
     pred_dir = out / "predictions"
     pred_dir.mkdir(parents=True, exist_ok=True)

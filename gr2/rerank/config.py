@@ -10,10 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class RerankConfig(BaseModel):
     """Legacy pre-ranker, samples, prompt format and evaluation settings.
 
-    The protocol is a global temporal one (see ``gr2.rerank.protocol``): the latest
-    ``test_fraction`` of all interactions are test positions, the ``validation_fraction`` before them
-    validation positions, and every model (legacy pre-ranker, SASRec) learns only from interactions
-    before the validation cut.
+    The protocol (``gr2.rerank.protocol``) is a global temporal cut or per-user leave-one-out; either
+    way every model (SIDs, features, legacy pre-ranker, SASRec, the LM) learns only from the
+    protocol's learnable interactions, which ``gr2 data split`` writes as ``train.parquet``.
 
     NOTE: defaults are the demo sizes for MovieLens 100K; the smoke profile caps samples and epochs.
     """
@@ -21,6 +20,11 @@ class RerankConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Parameters that control the evaluation protocol
+    protocol: Literal["temporal", "leave_one_out"] = Field(
+        "temporal",
+        description="temporal: a global time cut; leave_one_out: per user last item test, second to last "
+                    "validation (GR2's public experiments). Decides what every stage may learn from.",
+    )
     test_fraction: float = Field(
         0.1, gt=0, lt=0.5, description="Share of interactions (the latest in time) that are test positions."
     )
@@ -33,7 +37,22 @@ class RerankConfig(BaseModel):
                     "and train samples are built; earlier ones only give its statistics (no target leaks into "
                     "its own features).",
     )
+    cut_times: list[int] | None = Field(
+        None, min_length=3, max_length=3,
+        description="temporal only: pin [fit_start, validation_start, test_start] (unix s) instead of the "
+                    "fractions, e.g. fixed dates in production.",
+    )
     min_history: int = Field(3, ge=1, description="Positions need at least this many earlier items of the user.")
+    warn_tie_share: float = Field(
+        0.01, gt=0, description="Warn when timestamp ties move a temporal cut by more than this share of interactions."
+    )
+    warn_gap_days: float = Field(
+        365.0, gt=0, description="Warn when the learnable data ends more than this many days before test (median user)."
+    )
+    warn_min_coverage: float = Field(
+        0.10, ge=0, le=1, description="Warn when the legacy top K holds the target for less than this share of positions."
+    )
+    warn_min_test_samples: int = Field(1000, ge=0, description="Warn when fewer test samples remain (wide CIs).")
 
     # Parameters that control the legacy pre-ranker
     num_candidates: int = Field(10, ge=2, description="K: candidates per sample, as in GR2 (K=10).")

@@ -72,7 +72,8 @@ def candidate_labels(candidates: Sequence[int], sid_map: SIDLookup | None = None
 def _item_line(item_id: int, items: pd.DataFrame, label: str | None) -> str:
     if item_id in items.index:
         row = items.loc[item_id]
-        title = str(row.get("title", "")) or f"item {item_id}"
+        raw_title = row.get("title", "")
+        title = ("" if raw_title is None or pd.isna(raw_title) else str(raw_title)) or f"item {item_id}"
         year = row.get("year")
         if year is not None and not pd.isna(year):
             title += f" ({int(year)})"

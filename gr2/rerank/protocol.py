@@ -1,29 +1,43 @@
-"""The evaluation protocol: a global temporal cut with many evaluated positions.
+"""The evaluation protocol: one object that decides, for every stage, what may be learned from.
 
-Every interaction is a *position* (the user's next item given the earlier ones). Interactions are
-ordered per user by ``(timestamp, item_id)``, as in ``gr2 data split``. Three timestamps cut time:
+Every interaction is a *position* (the user's next item given the earlier ones), ordered per user by
+``(timestamp, item_id)``. The protocol gives each position a *period*:
 
-``fit_start <= t < validation_start``
-    train positions: the legacy scorer is fit on them (with statistics from ``t < fit_start`` only)
-    and the train samples are built from them;
-``validation_start <= t < test_start``
-    validation positions;
-``t >= test_start``
-    test positions.
+``context``
+    learnable history that is not a train position (statistics for fitting the legacy scorer);
+``train``
+    train positions: the legacy scorer is fit on them and the train samples are built from them;
+``validation`` / ``test``
+    evaluated positions.
 
-Everything a model learns (co-occurrence, popularity, scorer weights, SASRec weights) comes from
-interactions before ``validation_start``, so strictly before every evaluated position. A sample's
-history is the user's items before the target in this order (the request-time input).
+Two kinds (``rerank.protocol``):
+
+``temporal``
+    a global time cut: the latest ``test_fraction`` of interactions are test, the
+    ``validation_fraction`` before them validation, the latest ``fit_fraction`` of the rest train.
+``leave_one_out``
+    per user (as GR2's public experiments): last item test, second to last validation, the latest
+    ``fit_fraction`` of the rest train (at least one). Users with fewer than 3 interactions are context.
+
+Either way the *learnable* interactions (``context`` + ``train``) are a prefix of every user's
+sequence, and everything a model learns (SIDs, Feast statistics, legacy ranker, SASRec, the LM, the
+teacher's statistics, train-sample positives) comes from them only. ``gr2 data split`` writes exactly
+this split; every later stage reads it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 SPLITS = ("train", "validation", "test")
+PERIODS = ("context", *SPLITS)
+PROTOCOLS = ("temporal", "leave_one_out")
+DAY = 86_400
+ProtocolKind = Literal["temporal", "leave_one_out"]
 
 
 class ProtocolError(ValueError):
@@ -32,7 +46,7 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class Cuts:
-    """Timestamps (same unit as the data) that separate the protocol's periods."""
+    """Timestamps (same unit as the data) that separate the temporal protocol's periods."""
 
     fit_start: int
     validation_start: int
@@ -83,16 +97,153 @@ def compute_cuts(
     return Cuts(fit_start=fit_start, validation_start=validation_start, test_start=test_start)
 
 
-def assign_splits(ordered: pd.DataFrame, cuts: Cuts) -> pd.Series:
-    """The protocol split of each position ("train", "validation", "test" or "" for statistics only)."""
+def _temporal_periods(ordered: pd.DataFrame, cuts: Cuts) -> np.ndarray:
     ts = ordered["timestamp"].to_numpy()
-    split = np.full(len(ts), "", dtype=object)
-    split[(ts >= cuts.fit_start) & (ts < cuts.validation_start)] = "train"
-    split[(ts >= cuts.validation_start) & (ts < cuts.test_start)] = "validation"
-    split[ts >= cuts.test_start] = "test"
-    return pd.Series(split, index=ordered.index, name="split")
+    period = np.full(len(ts), "context", dtype=object)
+    period[(ts >= cuts.fit_start) & (ts < cuts.validation_start)] = "train"
+    period[(ts >= cuts.validation_start) & (ts < cuts.test_start)] = "validation"
+    period[ts >= cuts.test_start] = "test"
+    return period
 
 
-def user_sequences(ordered: pd.DataFrame) -> dict[int, np.ndarray]:
-    """Item ids per user in protocol order."""
-    return {int(u): g.to_numpy() for u, g in ordered.groupby("user_id", sort=True)["item_id"]}
+def _leave_one_out_periods(ordered: pd.DataFrame, fit_fraction: float) -> np.ndarray:
+    from_end = ordered.groupby("user_id").cumcount(ascending=False).to_numpy()
+    size = ordered["user_id"].map(ordered["user_id"].value_counts()).to_numpy()
+    n_fit = np.maximum(1, np.round((size - 2) * fit_fraction)).astype(np.int64)
+    splittable = size >= 3
+    period = np.full(len(ordered), "context", dtype=object)
+    period[splittable & (from_end >= 2) & (from_end < 2 + n_fit)] = "train"
+    period[splittable & (from_end == 1)] = "validation"
+    period[splittable & (from_end == 0)] = "test"
+    return period
+
+
+@dataclass
+class ProtocolSplit:
+    """Interactions in protocol order with the period of each position, and what follows from it."""
+
+    kind: ProtocolKind
+    ordered: pd.DataFrame  # order_interactions(...) plus a ``period`` column
+    cuts: Cuts | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def period(self) -> pd.Series:
+        return self.ordered["period"]
+
+    @property
+    def learnable_mask(self) -> np.ndarray:
+        """Interactions any model, statistic or teacher may learn from."""
+        return self.period.isin(("context", "train")).to_numpy()
+
+    def learnable(self) -> pd.DataFrame:
+        return self.ordered[self.learnable_mask]
+
+    def fit_context(self) -> pd.DataFrame:
+        """Interactions the legacy scorer's fit statistics come from (before every train position)."""
+        return self.ordered[(self.period == "context").to_numpy()]
+
+    def positions(self, split: str) -> pd.DataFrame:
+        if split not in SPLITS:
+            raise ProtocolError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+        return self.ordered[(self.period == split).to_numpy()]
+
+    def visible_length(self, split: str) -> dict[int, int]:
+        """Per user, how many items (a prefix) samples of ``split`` may look at for labels.
+
+        Train samples see the learnable prefix only, validation samples everything but the test
+        period, test samples everything; so no label of a sample comes from a later period.
+        """
+        hidden = {"train": ("validation", "test"), "validation": ("test",), "test": ()}[split]
+        visible = ~self.period.isin(hidden).to_numpy()
+        return {int(u): int(n) for u, n in
+                pd.Series(visible, index=self.ordered.index).groupby(self.ordered["user_id"]).sum().items()}
+
+    def stats_time(self, which: Literal["fit", "eval"]) -> int:
+        """The as-of time of statistics: fit (before train positions) or eval (all learnable)."""
+        if self.cuts is not None:
+            return self.cuts.fit_start if which == "fit" else self.cuts.validation_start
+        frame = self.fit_context() if which == "fit" else self.learnable()
+        return int(frame["timestamp"].max()) + 1
+
+    def sequences(self, learnable_only: bool = True) -> dict[int, list[int]]:
+        """Item ids per user in protocol order (the learnable prefix by default)."""
+        frame = self.learnable() if learnable_only else self.ordered
+        return {int(u): g.tolist() for u, g in frame.groupby("user_id", sort=True)["item_id"]}
+
+    def describe(self) -> dict:
+        """Kind, cuts, per-period counts and warnings, for summaries."""
+        counts = {p: int((self.period == p).sum()) for p in PERIODS}
+        out: dict = {"kind": self.kind, "interactions": len(self.ordered), "periods": counts,
+                     "learnable_interactions": int(self.learnable_mask.sum()), "warnings": list(self.warnings)}
+        if self.cuts is not None:
+            out.update(self.cuts.as_dict())
+        return out
+
+
+def _tie_warnings(ordered: pd.DataFrame, period: np.ndarray, test_fraction: float,
+                  validation_fraction: float, tolerance: float) -> list[str]:
+    n = len(ordered)
+    out = []
+    for name, wanted in (("test", test_fraction), ("validation", validation_fraction)):
+        got = float((period == name).sum()) / n
+        if abs(got - wanted) > tolerance:
+            out.append(f"timestamp ties moved the {name} cut: {got:.1%} of interactions are {name} positions "
+                       f"instead of {wanted:.0%} (many interactions share one timestamp; consider "
+                       f"rerank.protocol=leave_one_out)")
+    return out
+
+
+def _gap_warning(ordered: pd.DataFrame, period: np.ndarray, max_gap_days: float) -> list[str]:
+    """Warn when the learnable data ends long before the test positions (median over test users)."""
+    frame = ordered.assign(period=period)
+    last_learn = frame[frame["period"].isin(("context", "train"))].groupby("user_id")["timestamp"].max()
+    first_test = frame[frame["period"] == "test"].groupby("user_id")["timestamp"].min()
+    gap = (first_test - last_learn.reindex(first_test.index)).dropna() / DAY
+    if gap.empty:
+        return []
+    median = float(gap.median())
+    if median > max_gap_days:
+        return [f"the training period ends long before the test period: median {median:.0f} days between a "
+                f"test user's last learnable interaction and their first test interaction "
+                f"(> {max_gap_days:.0f}); models learn from stale data"]
+    return []
+
+
+def apply_protocol(interactions: pd.DataFrame, kind: ProtocolKind, test_fraction: float,
+                   validation_fraction: float, fit_fraction: float, tie_tolerance: float = 0.01,
+                   max_gap_days: float = 365.0, cut_times: tuple[int, int, int] | None = None) -> ProtocolSplit:
+    """Order the interactions and give every position its period under ``kind``.
+
+    ``cut_times`` (fit_start, validation_start, test_start) pins the temporal cuts to dates instead of
+    interaction shares, so that adding data after a cut moves nothing before it.
+    """
+    if kind not in PROTOCOLS:
+        raise ProtocolError(f"unknown protocol {kind!r}; choose one of {list(PROTOCOLS)}")
+    ordered = order_interactions(interactions)
+    cuts = None
+    if kind == "temporal" and cut_times is not None:
+        if not cut_times[0] < cut_times[1] < cut_times[2]:
+            raise ProtocolError(f"rerank.cut_times {list(cut_times)} must be increasing (fit < validation < test)")
+        cuts = Cuts(*map(int, cut_times))
+        period = _temporal_periods(ordered, cuts)
+        warnings = []
+    elif kind == "temporal":
+        cuts = compute_cuts(ordered, test_fraction, validation_fraction, fit_fraction)
+        period = _temporal_periods(ordered, cuts)
+        warnings = _tie_warnings(ordered, period, test_fraction, validation_fraction, tie_tolerance)
+    else:
+        period = _leave_one_out_periods(ordered, fit_fraction)
+        if not (period == "test").any():
+            raise ProtocolError("no user has 3 or more interactions; leave-one-out has nothing to evaluate")
+        warnings = []
+    warnings += _gap_warning(ordered, period, max_gap_days)
+    ordered["period"] = period
+    return ProtocolSplit(kind=kind, ordered=ordered, cuts=cuts, warnings=warnings)
+
+
+def protocol_from_config(interactions: pd.DataFrame, rerank) -> ProtocolSplit:
+    """:func:`apply_protocol` with the settings of a ``RerankConfig``."""
+    return apply_protocol(interactions, rerank.protocol, rerank.test_fraction, rerank.validation_fraction,
+                          rerank.fit_fraction, rerank.warn_tie_share, rerank.warn_gap_days,
+                          tuple(rerank.cut_times) if rerank.cut_times else None)

@@ -82,6 +82,20 @@ def samples_table(splits: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def protocol_line(proto: dict[str, Any]) -> str:
+    """One sentence on the protocol, its periods and its warnings."""
+    if proto["kind"] == "temporal":
+        text = (f"Protocol: temporal; scorer statistics before {proto['fit_start_utc']}, train positions until "
+                f"{proto['validation_start_utc']}, validation until {proto['test_start_utc']}, test after.")
+    else:
+        text = ("Protocol: leave-one-out; per user the last item is test, the second to last validation, the "
+                "latest share of the rest train positions.")
+    text += " Every model learns only from the protocol's learnable interactions (the train split)."
+    for warning in proto.get("warnings", []):
+        text += f"\n\n> warning: {warning}"
+    return text
+
+
 def render_markdown(record: dict[str, Any]) -> str:
     """The full baselines report."""
     proto = record["protocol"]
@@ -90,9 +104,7 @@ def render_markdown(record: dict[str, Any]) -> str:
     out = [
         "# Re-ranking baselines",
         "",
-        f"Protocol: {proto['kind']}; scorer statistics before {proto['fit_start_utc']}, train positions "
-        f"until {proto['validation_start_utc']}, validation until {proto['test_start_utc']}, test after. "
-        f"Every model learns only from interactions before the validation cut.",
+        protocol_line(proto),
         f"95% CIs: percentile bootstrap over {unit} ({boot['resamples']} resamples); lifts are paired "
         "(same resamples for method and incoming order).",
         "",

@@ -1,7 +1,7 @@
 """``gr2 samples build``: re-ranking samples from the legacy pre-ranker, plus a random-negatives protocol.
 
-For every train/validation/test position (see ``gr2.rerank.protocol``) with at least
-``min_history`` earlier items, the legacy pre-ranker proposes K candidates; a sample is kept when
+Reads the protocol's split (``gr2 data split``). For every train/validation/test position (see
+``gr2.rerank.protocol``) with at least ``min_history`` earlier items, the legacy pre-ranker proposes K candidates; a sample is kept when
 the target is among them (as GR2 does) and the rest are counted as dropped. The random protocol
 offers the target with K-1 items the user has not seen, sampled uniformly and shuffled.
 
@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 
 from gr2.config import GR2Config
 from gr2.data.schema import Dataset
+from gr2.data.split import load_split_interactions
 from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
 from gr2.rerank.config import RerankConfig
 from gr2.rerank.legacy import Catalog, ItemStats, LegacyRanker, Position
-from gr2.rerank.protocol import SPLITS, Cuts, assign_splits, compute_cuts, order_interactions
+from gr2.rerank.protocol import SPLITS, ProtocolSplit, protocol_from_config
 
 PROTOCOLS = ("legacy", "random")
 SCHEMA = pa.schema([
@@ -59,6 +60,7 @@ class SampleArtifacts:
     summary: Path
     item_stats: Path
     legacy_ranker: Path
+    warnings: tuple[str, ...] = ()
 
 
 def sample_path(run_dir: str | Path, split: str, protocol: str = "legacy") -> Path:
@@ -90,13 +92,15 @@ def _write(rows: list[dict], path: Path) -> None:
     pq.write_table(pa.Table.from_pydict(columns, schema=SCHEMA), path)
 
 
-def _positives(seq: np.ndarray, pos: int, candidates: list[int], window: int) -> list[int]:
-    future = set(seq[pos + 1: pos + 1 + window].tolist())
+def _positives(seq: np.ndarray, pos: int, candidates: list[int], window: int, visible: int) -> list[int]:
+    """The target plus candidates taken within ``window`` later items, never past ``visible`` (the
+    end of what the sample's split may see: train samples never look into validation or test)."""
+    future = set(seq[pos + 1: min(pos + 1 + window, visible)].tolist())
     return [int(seq[pos])] + [c for c in candidates if c in future and c != seq[pos]]
 
 
 def _sample_row(split: str, protocol: str, user: int, pos: int, ts: int, seq: np.ndarray,
-                candidates: list[int], cfg: RerankConfig) -> dict:
+                candidates: list[int], cfg: RerankConfig, visible: int) -> dict:
     target = int(seq[pos])
     return {
         "sample_id": f"{split}-{protocol}-u{user}-p{pos}",
@@ -107,7 +111,7 @@ def _sample_row(split: str, protocol: str, user: int, pos: int, ts: int, seq: np
         "target": target,
         "target_position": candidates.index(target),
         "protocol": protocol,
-        "positives": _positives(seq, pos, candidates, cfg.positive_window),
+        "positives": _positives(seq, pos, candidates, cfg.positive_window, visible),
     }
 
 
@@ -128,9 +132,9 @@ def _random_candidates(rng: np.random.Generator, catalog_ids: np.ndarray, seen: 
     return [int(c) for c in candidates]
 
 
-def _select_positions(ordered: pd.DataFrame, split: pd.Series, name: str, cfg: RerankConfig,
+def _select_positions(protocol: ProtocolSplit, name: str, cfg: RerankConfig,
                       rng: np.random.Generator) -> tuple[pd.DataFrame, int]:
-    in_split = ordered[split == name]
+    in_split = protocol.positions(name)
     eligible = in_split[in_split["position"] >= cfg.min_history]
     short = len(in_split) - len(eligible)
     if cfg.max_samples_per_split is not None and len(eligible) > cfg.max_samples_per_split:
@@ -147,35 +151,63 @@ def _positions(frame: pd.DataFrame, seq_idx: dict[int, np.ndarray], catalog: Cat
     return out
 
 
+def load_protocol(cfg: GR2Config) -> ProtocolSplit:
+    """The run's protocol split, recomputed from ``data/split`` (its train part is all that may be learned)."""
+    paths = RunPaths.of(cfg.run_dir)
+    try:
+        interactions = load_split_interactions(paths.split)
+    except FileNotFoundError as err:
+        raise SamplesError(str(err)) from err
+    protocol = protocol_from_config(interactions, cfg.rerank)
+    learnable = int(protocol.learnable_mask.sum())
+    written = len(pd.read_parquet(paths.split / "train.parquet", columns=["user_id"]))
+    if learnable != written:
+        raise SamplesError(f"{paths.split} was written with other protocol settings ({written} learnable "
+                           f"interactions, {learnable} now); rerun `gr2 data split`")
+    return protocol
+
+
+def sample_warnings(splits: dict, cfg: RerankConfig) -> list[str]:
+    """Warnings with numbers: low coverage and too few test samples."""
+    out = []
+    for name, s in splits.items():
+        if s["positions"] and s["coverage"] < cfg.warn_min_coverage:
+            out.append(f"{name}: coverage {s['coverage']:.1%} (target in the legacy top {cfg.num_candidates}) is "
+                       f"under {cfg.warn_min_coverage:.0%}; most positions are dropped")
+    if splits["test"]["samples"] < cfg.warn_min_test_samples:
+        out.append(f"test: only {splits['test']['samples']} samples (< {cfg.warn_min_test_samples}); "
+                   f"confidence intervals will be wide")
+    return out
+
+
 def build_samples(cfg: GR2Config) -> SampleArtifacts:
     """Fit the legacy pre-ranker, build samples for every split and protocol, write files and summary."""
     rc = cfg.rerank
     paths = RunPaths.of(cfg.run_dir)
     data = Dataset.load(paths.raw)
-    ordered = order_interactions(data.interactions)
-    cuts: Cuts = compute_cuts(ordered, rc.test_fraction, rc.validation_fraction, rc.fit_fraction)
-    split = assign_splits(ordered, cuts)
+    protocol = load_protocol(cfg)
+    ordered = protocol.ordered
     catalog = Catalog.build(data.items, ordered)
     seqs = {int(u): g.to_numpy(np.int64) for u, g in ordered.groupby("user_id", sort=True)["item_id"]}
     seq_idx = {u: catalog.index(s) for u, s in seqs.items()}
     rng = np.random.default_rng(cfg.seed)
 
-    selected = {name: _select_positions(ordered, split, name, rc, rng) for name in SPLITS}
-    fit_stats = ItemStats.build(catalog, ordered, cuts.fit_start, rc.recent_window_days)
+    selected = {name: _select_positions(protocol, name, rc, rng) for name in SPLITS}
+    fit_stats = ItemStats.build(catalog, protocol.fit_context(), protocol.stats_time("fit"), rc.recent_window_days)
     fit_frame = selected["train"][0]
     if len(fit_frame) > rc.fit_max_positions:
         fit_frame = fit_frame.iloc[np.sort(rng.choice(len(fit_frame), rc.fit_max_positions, replace=False))]
     ranker = LegacyRanker.fit(rc, catalog, fit_stats, _positions(fit_frame, seq_idx, catalog), cfg.seed)
-    eval_stats = ItemStats.build(catalog, ordered, cuts.validation_start, rc.recent_window_days)
+    eval_stats = ItemStats.build(catalog, protocol.learnable(), protocol.stats_time("eval"), rc.recent_window_days)
 
     out = paths.samples
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"protocol": {"kind": "global temporal cut", **cuts.as_dict()}, "splits": {},
-                     "legacy_ranker": ranker.fit_report}
+    summary: dict = {"protocol": protocol.describe(), "splits": {}, "legacy_ranker": ranker.fit_report}
     written: dict[str, Path] = {}
     written_random: dict[str, Path] = {}
     for name in SPLITS:
         frame, short = selected[name]
+        visible = protocol.visible_length(name)
         stats = fit_stats if name == "train" else eval_stats
         rows, retrieved = [], 0
         for pos, top, was_retrieved in ranker.rank(stats, _positions(frame, seq_idx, catalog), desc=f"{name} ranking"):
@@ -183,7 +215,7 @@ def build_samples(cfg: GR2Config) -> SampleArtifacts:
             candidates = [int(i) for i in top]
             if seqs[pos.user_id][pos.position] in candidates:
                 rows.append(_sample_row(name, "legacy", pos.user_id, pos.position, pos.timestamp,
-                                        seqs[pos.user_id], candidates, rc))
+                                        seqs[pos.user_id], candidates, rc, visible[pos.user_id]))
         written[name] = out / f"{name}.parquet"
         _write(rows, written[name])
 
@@ -194,13 +226,14 @@ def build_samples(cfg: GR2Config) -> SampleArtifacts:
             seen = set(seq[:p].tolist()) if rc.exclude_seen else set()
             cands = _random_candidates(rng, catalog.ids, seen, int(seq[p]), rc.num_candidates)
             if cands is not None:
-                random_rows.append(_sample_row(name, "random", int(user), int(p), int(ts), seq, cands, rc))
+                random_rows.append(_sample_row(name, "random", int(user), int(p), int(ts), seq, cands, rc,
+                                               visible[int(user)]))
         written_random[name] = out / f"{name}_random.parquet"
         _write(random_rows, written_random[name])
 
         n = len(frame)
         summary["splits"][name] = {
-            "interactions_in_period": int((split == name).sum()),
+            "interactions_in_period": int((protocol.period == name).sum()),
             "dropped_short_history": short,
             "positions": n,
             "users": int(frame["user_id"].nunique()),
@@ -212,15 +245,16 @@ def build_samples(cfg: GR2Config) -> SampleArtifacts:
             "random_samples": len(random_rows),
             "mean_target_position": float(np.mean([r["target_position"] for r in rows])) if rows else None,
         }
+    summary["warnings"] = [*protocol.warnings, *sample_warnings(summary["splits"], rc)]
 
     item_stats = pd.DataFrame({"item_id": catalog.ids, "popularity": eval_stats.popularity,
                                "recent_popularity": eval_stats.recent_popularity})
     item_stats_path = out / "item_stats.parquet"
     item_stats.to_parquet(item_stats_path, index=False)
     ranker_path = out / "legacy_ranker.joblib"
-    joblib.dump({"model": ranker.model, "features": ranker.fit_report["features"], "cuts": cuts.as_dict(),
+    joblib.dump({"model": ranker.model, "features": ranker.fit_report["features"], "protocol": protocol.describe(),
                  "config": rc.model_dump()}, ranker_path)
     summary_path = out / "samples_summary.json"
-    write_metrics(summary_path, summary, cfg, [paths.raw])
+    write_metrics(summary_path, summary, cfg, [paths.raw, paths.split])
     return SampleArtifacts(splits=written, random_splits=written_random, summary=summary_path,
-                           item_stats=item_stats_path, legacy_ranker=ranker_path)
+                           item_stats=item_stats_path, legacy_ranker=ranker_path, warnings=tuple(summary["warnings"]))

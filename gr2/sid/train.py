@@ -339,7 +339,7 @@ def render_report(metrics: dict[str, Any], sid_map: SIDMap, items: pd.DataFrame,
     lines += ["", "| level | utilization | perplexity |", "| --- | --- | --- |"]
     for j, (u, p) in enumerate(zip(metrics["utilization"], metrics["perplexity"], strict=True)):
         lines.append(f"| {chr(ord('a') + j)} | {u:.3f} | {p:.1f} |")
-    titles = dict(zip(items["item_id"].astype(int), items["title"].astype(str), strict=True))
+    titles = dict(zip(items["item_id"].astype(int), items["title"].fillna("").astype(str), strict=True))
     lines += ["", "Examples (items sharing the first-level code of each):", ""]
     first = {}
     for item_id in sid_map.item_ids:

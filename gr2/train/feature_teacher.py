@@ -7,12 +7,11 @@ Gumbel trick), and fills fixed templates that cite items by SID. It lets the tra
 run end to end without a GPU or an endpoint; swap in :class:`gr2.train.teachers.OpenAITeacher` for real
 LLM traces.
 
-Item features are read from the run's Feast online store (``gr2.features.store.get_online_features``).
-When the store is absent they are computed from the train split Parquet instead, and
-``feature_source`` says so. Co-occurrence counts come from interactions before the protocol's
-validation cut only. Caveat: the Feast ``item_stats`` view (popularity, last seen) is computed over the
-whole train split of ``gr2 data split``, so those two features can see later interactions than the
-traced sample.
+Item text is read from the run's Feast online store; popularity and last-seen time are read *as of
+each traced sample's own timestamp* with Feast's point-in-time join (``get_historical_features`` on
+the time-stamped ``item_stats`` source), so a trace never cites an interaction at or after its sample.
+When the store is absent the same point-in-time values are computed from the protocol's train split
+(``feature_source`` says so). Co-occurrence counts come from the protocol's learnable interactions only.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,36 +51,60 @@ RECENT_DECAY = 0.8  # weight of the n-th most recent of them is decay**n
 
 @dataclass
 class ItemFeatures:
-    """Per-item features the teacher reasons over, and where they came from."""
+    """Per-item features the teacher reasons over, and where they came from.
 
-    frame: pd.DataFrame  # index item_id; columns title, categories, popularity, last_seen_ts
+    ``frame`` (index item_id; title, categories, popularity, last_seen_ts) holds static values;
+    ``point_in_time`` maps (item_id, unix time) to (popularity, last_seen_ts) as of that time and wins
+    over the static columns for samples whose timestamp was looked up.
+    """
+
+    frame: pd.DataFrame
     source: str
+    point_in_time: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+
+    def stats(self, item: int, timestamp: int | None) -> tuple[float, float]:
+        """(popularity, last_seen_ts) of ``item`` as of ``timestamp`` (NaN last-seen: never seen)."""
+        if timestamp is not None and (int(item), int(timestamp)) in self.point_in_time:
+            return self.point_in_time[(int(item), int(timestamp))]
+        if self.point_in_time or item not in self.frame.index:
+            return 0.0, float("nan")
+        row = self.frame.loc[item]
+        return float(row["popularity"]), float(row["last_seen_ts"])
 
     @classmethod
-    def from_feast(cls, cfg: GR2Config, item_ids: Sequence[int]) -> ItemFeatures:
-        """Read the online store; fall back to the split Parquet (and say so) when it is absent."""
+    def from_feast(cls, cfg: GR2Config, item_ids: Sequence[int],
+                   requests: Sequence[tuple[int, int]] = ()) -> ItemFeatures:
+        """Text from the online store, statistics as of each (item, time) in ``requests`` (point-in-time
+        join); falls back to the split Parquet (and says so) when the store is absent."""
         try:
-            from gr2.features.store import get_online_features
+            from gr2.features.store import get_historical_item_stats, get_online_features
 
             records = get_online_features(cfg, item_ids=[int(i) for i in item_ids]).get("items", [])
             frame = pd.DataFrame(records)
-            if frame.empty or frame["popularity"].isna().all():
-                raise LookupError("online store holds no item_stats (not materialized)")
-            frame = frame.set_index("item_id")
-            return cls(frame=cls._clean(frame), source="feast online store")
+            if frame.empty or frame["title"].isna().all():
+                raise LookupError("online store holds no item_text (not materialized)")
+            pit: dict[tuple[int, int], tuple[float, float]] = {}
+            if requests:
+                items, stamps = zip(*sorted(set(requests)), strict=True)
+                hist = get_historical_item_stats(cfg, list(items), list(stamps))
+                pit = _point_in_time_dict(hist)
+            features = cls(frame=cls._clean(frame.set_index("item_id")), source="feast (point-in-time item_stats)",
+                           point_in_time=pit)
+            return features
         except Exception as err:  # feast raises many error types for a missing/unapplied repo
-            return cls.from_split(cfg, reason=f"{type(err).__name__}: {err}")
+            return cls.from_split(cfg, requests, reason=f"{type(err).__name__}: {err}")
 
     @classmethod
-    def from_split(cls, cfg: GR2Config, reason: str = "") -> ItemFeatures:
-        """Popularity and last-seen time from ``data/split/train.parquet``; text from the catalog."""
+    def from_split(cls, cfg: GR2Config, requests: Sequence[tuple[int, int]] = (), reason: str = "") -> ItemFeatures:
+        """The same point-in-time values from ``data/split/train.parquet``; text from the catalog."""
+        from gr2.features.build import item_stats_table
+
         paths = RunPaths.of(cfg.run_dir)
         train = pd.read_parquet(paths.split / "train.parquet")
         items = pd.read_parquet(paths.raw / "items.parquet").set_index("item_id")
-        stats = train.groupby("item_id")["timestamp"].agg(popularity="size", last_seen_ts="max")
-        frame = items.join(stats, how="left")
-        source = "split parquet (Feast store absent" + (f": {reason})" if reason else ")")
-        return cls(frame=cls._clean(frame), source=source)
+        source = "split parquet, point-in-time (Feast store absent" + (f": {reason})" if reason else ")")
+        return cls(frame=cls._clean(items), source=source,
+                   point_in_time=point_in_time_stats(item_stats_table(train), requests))
 
     @staticmethod
     def _clean(frame: pd.DataFrame) -> pd.DataFrame:
@@ -92,6 +115,27 @@ class ItemFeatures:
         last = pd.to_numeric(frame.get("last_seen_ts"), errors="coerce").astype(float)
         out["last_seen_ts"] = last.fillna(last.min() if last.notna().any() else 0.0)
         return out
+
+
+def _point_in_time_dict(frame: pd.DataFrame) -> dict[tuple[int, int], tuple[float, float]]:
+    pop = pd.to_numeric(frame["popularity"], errors="coerce").fillna(0.0).to_numpy(float)
+    last = pd.to_numeric(frame["last_seen_ts"], errors="coerce").to_numpy(float)
+    return {(int(i), int(t)): (float(p), float(s)) for i, t, p, s in
+            zip(frame["item_id"], frame["as_of"], pop, last, strict=True)}
+
+
+def point_in_time_stats(stats: pd.DataFrame, requests: Sequence[tuple[int, int]]
+                        ) -> dict[tuple[int, int], tuple[float, float]]:
+    """The point-in-time join of Feast, in pandas: per (item, time) the latest ``item_stats`` row whose
+    ``event_timestamp`` is at or before that time."""
+    if not requests:
+        return {}
+    asked = pd.DataFrame(sorted(set(requests)), columns=["item_id", "as_of"]).astype("int64")
+    asked["event_timestamp"] = pd.to_datetime(asked["as_of"], unit="s", utc=True)
+    rows = stats.assign(event_timestamp=pd.to_datetime(stats["event_timestamp"], utc=True))
+    joined = pd.merge_asof(asked.sort_values("event_timestamp"), rows.sort_values("event_timestamp"),
+                           on="event_timestamp", by="item_id", direction="backward")
+    return _point_in_time_dict(joined)
 
 
 class Cooccurrence:
@@ -137,8 +181,6 @@ class FeatureTeacher:
         frame = features.frame
         self._cats = {int(i): str(c) for i, c in frame["categories"].items()}
         self._titles = {int(i): str(t) for i, t in frame["title"].items()}
-        self._pop = {int(i): float(v) for i, v in frame["popularity"].items()}
-        self._last = {int(i): float(v) for i, v in frame["last_seen_ts"].items()}
 
     def _label(self, item: int, labels: Mapping[int, str]) -> str:
         if item in labels:
@@ -159,8 +201,9 @@ class FeatureTeacher:
             cats = set(filter(None, self._cats.get(c, "").split(CATEGORY_SEPARATOR)))
             raw["category"][n] = np.mean([bool(cats & h) for h in hist_cats]) if hist_cats else 0.0
             raw["cooccurrence"][n] = sum(RECENT_DECAY ** k * self.cooc.count(h, c) for k, h in enumerate(recent))
-            raw["recency"][n] = self._last.get(c, 0.0)
-            raw["popularity"][n] = self._pop.get(c, 0.0)
+            raw["popularity"][n], raw["recency"][n] = self.features.stats(c, sample.get("timestamp"))
+        seen = ~np.isnan(raw["recency"])
+        raw["recency"][~seen] = raw["recency"][seen].min() if seen.any() else 0.0  # never seen: the stalest
         z = np.stack([_zscore(raw["category"]), _zscore(np.log1p(raw["cooccurrence"])),
                       _zscore(raw["recency"]), _zscore(np.log1p(raw["popularity"]))], axis=1)
         return z * self.weights, raw, counts
@@ -208,14 +251,18 @@ class FeatureTeacher:
         return "\n".join(lines)
 
 
-def feature_teacher_from_run(cfg: GR2Config, sid_map: Any = None) -> FeatureTeacher:
-    """A feature teacher over the run's Feast features and its pre-validation co-occurrences."""
-    from gr2.rerank.protocol import order_interactions
-    from gr2.train.inputs import load_dataset, protocol_cuts, sequences_before
+def feature_teacher_from_run(cfg: GR2Config, sid_map: Any = None, samples: pd.DataFrame | None = None
+                             ) -> FeatureTeacher:
+    """A feature teacher over the run's Feast features (point-in-time for ``samples``) and the
+    co-occurrences of the protocol's learnable interactions."""
+    from gr2.train.inputs import learnable_sequences, load_dataset, run_protocol
 
     data = load_dataset(cfg)
-    ordered = order_interactions(data.interactions)
-    cuts = protocol_cuts(cfg, ordered)
-    features = ItemFeatures.from_feast(cfg, data.items["item_id"].tolist())
-    cooc = Cooccurrence(sequences_before(ordered, cuts.validation_start), cfg.train.traces.cooccurrence_window)
+    protocol = run_protocol(cfg)
+    requests: list[tuple[int, int]] = []
+    if samples is not None and "timestamp" in samples:
+        requests = [(int(c), int(ts)) for cands, ts in zip(samples["candidates"], samples["timestamp"], strict=True)
+                    for c in cands]
+    features = ItemFeatures.from_feast(cfg, data.items["item_id"].tolist(), requests)
+    cooc = Cooccurrence(learnable_sequences(protocol), cfg.train.traces.cooccurrence_window)
     return FeatureTeacher(features, cooc, cfg.train.traces, sid_map=sid_map, seed=cfg.seed)

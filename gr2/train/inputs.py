@@ -11,7 +11,7 @@ import pandas as pd
 from gr2.config import GR2Config
 from gr2.data.schema import Dataset
 from gr2.paths import RunPaths
-from gr2.rerank.protocol import Cuts, compute_cuts
+from gr2.rerank.protocol import ProtocolSplit
 
 
 class TrainInputError(ValueError):
@@ -39,27 +39,29 @@ def load_dataset(cfg: GR2Config) -> Dataset:
     return Dataset.load(raw)
 
 
-def protocol_cuts(cfg: GR2Config, interactions: pd.DataFrame) -> Cuts:
-    """The evaluation protocol's time cuts (same settings as ``gr2 samples build``)."""
-    rc = cfg.rerank
-    return compute_cuts(interactions, rc.test_fraction, rc.validation_fraction, rc.fit_fraction)
+def run_protocol(cfg: GR2Config) -> ProtocolSplit:
+    """The run's evaluation protocol (``gr2 data split``): what every training stage may learn from."""
+    from gr2.rerank.samples import SamplesError, load_protocol
+
+    try:
+        return load_protocol(cfg)
+    except SamplesError as err:
+        raise TrainInputError(str(err)) from err
 
 
-def sequences_before(ordered: pd.DataFrame, cut: int) -> dict[int, list[int]]:
-    """Each user's items (protocol order) with timestamp strictly before ``cut``."""
-    early = ordered[ordered["timestamp"] < cut]
-    return {int(u): g.tolist() for u, g in early.groupby("user_id", sort=True)["item_id"]}
+def learnable_sequences(protocol: ProtocolSplit) -> dict[int, list[int]]:
+    """Each user's learnable items (protocol order): nothing from the validation or test periods."""
+    return protocol.sequences(learnable_only=True)
 
 
 def validation_positions(
-    ordered: pd.DataFrame, cuts: Cuts, history_length: int, max_users: int, seed: int
+    protocol: ProtocolSplit, history_length: int, max_users: int, seed: int
 ) -> list[tuple[list[int], int]]:
-    """One validation position per user (``validation_start <= t < test_start``), for at most ``max_users``
-    users: the user's earlier items (last ``history_length``) and the item consumed."""
+    """One validation position per user, for at most ``max_users`` users: the user's earlier items
+    (last ``history_length``) and the item consumed."""
     rng = np.random.default_rng(seed)
-    ts = ordered["timestamp"].to_numpy()
-    in_val = (ts >= cuts.validation_start) & (ts < cuts.test_start) & (ordered["position"].to_numpy() > 0)
-    frame = ordered[in_val]
+    ordered = protocol.ordered
+    frame = ordered[(protocol.period == "validation").to_numpy() & (ordered["position"].to_numpy() > 0)]
     users = frame["user_id"].unique()
     if len(users) > max_users:
         users = np.sort(rng.choice(users, size=max_users, replace=False))

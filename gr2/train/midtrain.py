@@ -23,14 +23,13 @@ from gr2.config import GR2Config
 from gr2.models.factory import LoadedModel, build_offline_checkpoint, load_model
 from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
-from gr2.rerank.protocol import order_interactions
 from gr2.train.corpus import corpus_texts
 from gr2.train.evaluate import next_item_rankings, next_item_recall, sid_title_accuracy
 from gr2.train.inputs import (
+    learnable_sequences,
     load_dataset,
     load_sid_map,
-    protocol_cuts,
-    sequences_before,
+    run_protocol,
     sid_map_path,
     validation_positions,
 )
@@ -111,13 +110,12 @@ def run_midtrain(cfg: GR2Config) -> MidtrainArtifacts:
     out = stage_dir(cfg, "midtrain")
     sid_map = load_sid_map(cfg)
     data = load_dataset(cfg)
-    ordered = order_interactions(data.interactions)
-    cuts = protocol_cuts(cfg, ordered)
+    protocol = run_protocol(cfg)
     catalog = Catalog.build(data.items, sid_map)
-    examples = build_examples(sequences_before(ordered, cuts.validation_start), catalog, sid_map, mc, cfg.seed)
+    examples = build_examples(learnable_sequences(protocol), catalog, sid_map, mc, cfg.seed)
     base = prepare_base_model(cfg, corpus_texts(cfg, examples, catalog))
     lm = load_model(base, sid_map.all_tokens(), seed=cfg.seed)
-    positions = validation_positions(ordered, cuts, mc.history_length, mc.eval_users, cfg.seed)
+    positions = validation_positions(protocol, mc.history_length, mc.eval_users, cfg.seed)
 
     before = validation_metrics(cfg, lm, sid_map, catalog, positions, data.items)
     args = sft_args(mc.optim, out / "checkpoints", cfg.seed, completion_only_loss=mc.completion_only_loss)
@@ -134,7 +132,8 @@ def run_midtrain(cfg: GR2Config) -> MidtrainArtifacts:
         "sid_tokens_added": lm.added_tokens,
         "examples": len(examples),
         "examples_per_task": dict(Counter(e["task"] for e in examples)),
-        "train_before": cuts.validation_start,
+        "protocol": protocol.kind,
+        "learnable_interactions": int(protocol.learnable_mask.sum()),
         "steps": trainer.state.global_step,
         "final_loss": curve[-1]["loss"] if curve else None,
         "loss_curve": curve,

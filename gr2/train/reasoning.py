@@ -125,16 +125,13 @@ def trace_examples(traces: pd.DataFrame, samples: pd.DataFrame, items: pd.DataFr
 
 def midtrain_mix(cfg: GR2Config, sid_map: Any, tokenizer: PreTrainedTokenizerBase, n: int) -> list[dict[str, Any]]:
     """``n`` fresh mid-training examples (another seed than mid-training), tokenized at weight 1."""
-    from gr2.rerank.protocol import order_interactions
-    from gr2.train.inputs import load_dataset, protocol_cuts, sequences_before
+    from gr2.train.inputs import learnable_sequences, load_dataset, run_protocol
     from gr2.train.tasks import Catalog, build_examples
 
     if n <= 0:
         return []
     data = load_dataset(cfg)
-    ordered = order_interactions(data.interactions)
-    cuts = protocol_cuts(cfg, ordered)
-    examples = build_examples(sequences_before(ordered, cuts.validation_start), Catalog.build(data.items, sid_map),
+    examples = build_examples(learnable_sequences(run_protocol(cfg)), Catalog.build(data.items, sid_map),
                               sid_map, cfg.train.midtrain, cfg.seed + 1, total=n)
     full = not cfg.train.midtrain.completion_only_loss
     return [{**weighted_example(tokenizer, e["prompt"], e["completion"][0]["content"], 1.0, 1.0, full_sequence=full,

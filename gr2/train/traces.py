@@ -39,13 +39,14 @@ class TracesArtifacts:
     summary: Path
 
 
-def make_teacher(cfg: GR2Config, items: pd.DataFrame, sid_map: Any) -> Teacher:
-    """The configured teacher (``train.traces.teacher``)."""
+def make_teacher(cfg: GR2Config, items: pd.DataFrame, sid_map: Any, samples: pd.DataFrame | None = None) -> Teacher:
+    """The configured teacher (``train.traces.teacher``); the feature teacher reads ``samples``' features
+    as of each sample's timestamp."""
     if cfg.train.traces.teacher == "openai":
         return OpenAITeacher(cfg.train.traces.openai, items, sid_map)
     from gr2.train.feature_teacher import feature_teacher_from_run
 
-    return feature_teacher_from_run(cfg, sid_map)
+    return feature_teacher_from_run(cfg, sid_map, samples)
 
 
 def trace_sample(teacher: Teacher, sample: Mapping[str, Any], max_tries: int, temperature: float,
@@ -151,7 +152,7 @@ def run_traces(cfg: GR2Config) -> TracesArtifacts:
     out.mkdir(parents=True, exist_ok=True)
     samples = subsample(load_samples(cfg.run_dir, tc.split), tc.max_samples, cfg.seed)
     sid_map = load_sid_map(cfg)
-    teacher = make_teacher(cfg, load_dataset(cfg).items, sid_map)
+    teacher = make_teacher(cfg, load_dataset(cfg).items, sid_map, samples)
 
     partial = out / "traces.partial.jsonl"
     fingerprint = _fingerprint(cfg, tc.split)
