@@ -122,9 +122,9 @@ def test_cached_continuation_scores_match_full_forward_and_beam_search_is_exact(
             assert score == pytest.approx(full, abs=1e-4)
     trie = SIDTrie(list(range(100, 112)), seqs)
     found = beam_search_items(lm.model, prompt, trie, beams=12)  # beams >= items: exhaustive
-    brute = sorted(zip(cached[:12].tolist(), range(100, 112), strict=True), reverse=True)
-    assert [i for i, _ in found][:5] == [i for _, i in brute][:5]
-    assert [s for _, s in found][:5] == pytest.approx([s for s, _ in brute][:5], abs=1e-4)
+    brute = dict(zip(range(100, 112), cached[:12].tolist(), strict=True))  # an untrained model ties often:
+    assert [s for _, s in found][:5] == pytest.approx(sorted(brute.values(), reverse=True)[:5], abs=1e-4)
+    assert all(brute[item] == pytest.approx(score, abs=1e-4) for item, score in found)  # compare scores
     assert len(beam_search_items(lm.model, prompt, trie, beams=3)) == 3
 
 
@@ -157,5 +157,6 @@ def test_left_padded_batches_score_like_single_prompts(checkpoint) -> None:
     together = batch_beam_search_items(lm.model, prompts, trie, beams=4)
     for prompt, found in zip(prompts, together, strict=True):
         alone = beam_search_items(lm.model, prompt, trie, beams=4)
-        assert [i for i, _ in found] == [i for i, _ in alone]
         assert [s for _, s in found] == pytest.approx([s for _, s in alone], abs=1e-4)
+        exact = continuation_logprobs(lm.model, prompt, seqs)  # items may swap only where scores tie
+        assert all(exact[item] == pytest.approx(score, abs=1e-4) for item, score in found)

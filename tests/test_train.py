@@ -213,7 +213,7 @@ def test_midtrain_traces_reasoning_and_table(train_run: GR2Config) -> None:
     assert code == 0, out
     t = _metrics(train_run, "traces")["metrics"]
     n_train = len(pd.read_parquet(paths.samples / "train.parquet"))
-    assert t["samples"] == min(60, n_train) and t["feature_source"] == "feast online store"
+    assert t["samples"] == min(60, n_train) and t["feature_source"] == "feast (point-in-time item_stats)"
     assert 0 < t["acceptance_rate"] <= 1 and t["accepted"] >= t["acceptance_rate"] * t["samples"]
     traces = pd.read_parquet(paths.train / "traces" / "traces.parquet")
     accepted = traces[traces["accepted"]]
