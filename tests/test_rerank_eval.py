@@ -46,6 +46,17 @@ def test_scores_text_answers_with_flags():
     assert report.ok and report.n_scored == 3 and report.missing == 1
     assert report.metrics["invalid"]["mean"] == pytest.approx(1 / 3)
     assert report.metrics["identity"]["mean"] == pytest.approx(2 / 3)  # b copies; garbage falls back to incoming
+    # the garbage answer on c was repaired to the incoming order, whose first item (7) misses the target 9;
+    # a repaired hit would count in R@1 but never in strict R@1
+    assert report.metrics["strict R@1"]["mean"] <= report.metrics["R@1"]["mean"]
+
+
+def test_strict_metrics_count_an_invalid_answer_as_a_miss():
+    preds = pd.DataFrame({"sample_id": ["a", "b"], "text": ["[B] > [A] > [C]", "not a ranking"]})
+    report = score_predictions(SAMPLES, preds, n_boot=50)
+    assert report.metrics["R@1"]["mean"] == pytest.approx(1.0)  # b repaired to the incoming order: a hit
+    assert report.metrics["strict R@1"]["mean"] == pytest.approx(0.5)  # strictly, b is a miss
+    assert report.metrics["invalid"]["mean"] == pytest.approx(0.5)
 
 
 def test_unreadable_predictions_raise():
@@ -117,3 +128,22 @@ def test_cli_scores_a_baseline_file_and_rejects_bad_ones(baseline_run, tmp_path)
 
     result = runner.invoke(main, ["eval", "score", "--predictions", str(tmp_path / "missing.parquet"), *base])
     assert result.exit_code == 1 and "not found" in result.output
+
+    partial = tmp_path / "partial.parquet"
+    pd.read_parquet(good).iloc[:-2].to_parquet(partial)
+    result = runner.invoke(main, ["eval", "--predictions", str(partial), *base])
+    assert result.exit_code == 1 and "2 of" in result.output and "have no prediction" in result.output
+    assert "| model |" in result.output  # scored the rest first
+
+
+@pytest.mark.slow
+def test_group_options_reach_the_subcommand(baseline_run, tmp_path):
+    """`gr2 eval --run-dir R baselines` runs on R, not on the profile's run dir."""
+    cfg, _ = baseline_run
+    run = copy_run(cfg, tmp_path)
+    for name in ("samples",):
+        import shutil
+        shutil.copytree(RunPaths.of(cfg.run_dir).root / name, RunPaths.of(run.run_dir).root / name)
+    result = CliRunner().invoke(main, ["eval", "--profile", "smoke", "--run-dir", run.run_dir, "baselines"])
+    assert result.exit_code == 0, result.output
+    assert (RunPaths.of(run.run_dir).eval / "baselines.json").exists()

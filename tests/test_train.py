@@ -249,3 +249,22 @@ def test_cli_reports_missing_inputs_in_one_line(tmp_path) -> None:
     assert code == 1 and "run `gr2 train traces` first" in out
     code, out = _cli("train", "midtrain", "--profile", "smoke", "--set", "train.reasoning.lambda_r=2")
     assert code == 2 and "lambda_r" in out
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path) -> None:
+    from gr2.config import load_config
+    from gr2.train.sft import resume_checkpoint, stage_fingerprint
+
+    cfg = load_config("smoke")
+    same = stage_fingerprint(cfg.model_copy(update={"seed": cfg.seed}), "midtrain")
+    longer = load_config("smoke", overrides=["train.midtrain.optim.max_steps=99"])
+    other = load_config("smoke", overrides=["train.midtrain.optim.learning_rate=0.5"])
+    assert stage_fingerprint(longer, "midtrain") == same  # training longer resumes
+    assert stage_fingerprint(other, "midtrain") != same  # another learning rate does not
+    out = tmp_path / "checkpoints"
+    assert resume_checkpoint(out, True, same) is None
+    (out / "checkpoint-5").mkdir()
+    (out / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    assert resume_checkpoint(out, True, same).endswith("checkpoint-5")
+    assert resume_checkpoint(out, True, stage_fingerprint(other, "midtrain")) is None
+    assert not (out / "checkpoint-5").exists()  # removed, not resumed

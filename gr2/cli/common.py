@@ -21,6 +21,7 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(profile: str, config_file: str | None, overrides: tuple[str, ...], run_dir: str | None,
                 **kwargs: Any) -> Any:
+        profile, config_file, overrides, run_dir = _with_group_options(profile, config_file, overrides, run_dir)
         extra = [*overrides, *([f"run_dir={run_dir}"] if run_dir else [])]
         try:
             cfg = load_config(profile, config_file, extra)
@@ -29,6 +30,28 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(cfg=cfg, **kwargs)
 
     return wrapper
+
+
+def _with_group_options(profile: str, config_file: str | None, overrides: tuple[str, ...], run_dir: str | None
+                        ) -> tuple[str, str | None, tuple[str, ...], str | None]:
+    """Options given to a parent group (``gr2 eval --run-dir R baselines``) apply unless the command sets them."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    parent = ctx.parent
+    if parent is None or "profile" not in parent.params:
+        return profile, config_file, overrides, run_dir
+
+    def given(c: click.Context, name: str) -> bool:
+        return c.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+
+    values = {"profile": profile, "config_file": config_file, "overrides": overrides, "run_dir": run_dir}
+    for name in values:
+        if not given(ctx, name) and given(parent, name):
+            values[name] = parent.params[name]
+    if given(ctx, "overrides") and given(parent, "overrides"):
+        values["overrides"] = (*parent.params["overrides"], *overrides)
+    return values["profile"], values["config_file"], tuple(values["overrides"]), values["run_dir"]
 
 
 def requires_valid_data(func: Callable[..., Any]) -> Callable[..., Any]:

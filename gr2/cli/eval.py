@@ -51,6 +51,9 @@ def _score(cfg: GR2Config, predictions: str | None, split: str, protocol: str, o
         fail(f"{len(report.problems)} of {report.n_predictions} predictions rejected; first: {report.problems[0]}")
     if not report.n_scored:
         fail("no prediction could be scored")
+    if report.missing:
+        fail(f"{report.missing} of {report.n_samples} {split} samples have no prediction (scores above cover the "
+             f"others only)")
 
 
 @click.group(name="eval", invoke_without_command=True)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from gr2.rerank.format import SIDLookup, candidate_labels, parse_ranking
-from gr2.rerank.metrics import METRIC_NAMES, Bootstrap, paired_lift, per_sample_metrics
+from gr2.rerank.metrics import METRIC_NAMES, STRICT_NAMES, Bootstrap, paired_lift, per_sample_metrics
 
 RATE_NAMES = ("identity", "invalid", "keep_first")
 LIFT_METRICS = ("R@1", "R@3", "R@5", "N@3", "N@5", "MRR")
@@ -105,7 +105,7 @@ def summarize(
     groups = samples["user_id"].to_numpy() if by_user and "user_id" in samples else None
     boot = Bootstrap(len(frame), groups, n_boot, seed)
     metrics: dict[str, dict[str, float]] = {}
-    for name in (*METRIC_NAMES, *RATE_NAMES):
+    for name in (*METRIC_NAMES, *STRICT_NAMES, *RATE_NAMES):
         values = frame[name].to_numpy(float)
         lo, hi = boot.interval(boot.means(values))
         mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

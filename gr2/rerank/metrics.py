@@ -16,6 +16,7 @@ CUTOFFS = {"R@1": 1, "R@3": 3, "R@5": 5}
 NDCG_CUTOFFS = {"N@3": 3, "N@5": 5}
 TARGET_GRADE = 2.0  # graded relevance of the target; other positives get 1
 METRIC_NAMES = ("R@1", "R@3", "R@5", "N@3", "N@5", "MRR", "AUC", "gNDCG")
+STRICT_NAMES = ("strict R@1", "strict N@3")  # an invalid answer counts as a miss (not its repaired ranking)
 
 
 def _position(ranking: Sequence[int], target: int) -> int | None:
@@ -134,6 +135,8 @@ def per_sample_metrics(
         rows.append(row)
     frame = pd.DataFrame(rows, index=samples.index)
     frame["invalid"] = 0.0 if valid is None else 1.0 - np.asarray(valid, dtype=float)
+    for strict in STRICT_NAMES:
+        frame[strict] = frame[strict.removeprefix("strict ")] * (1.0 - frame["invalid"])
     return frame
 
 
@@ -150,7 +153,7 @@ def evaluate_rankings(
     (1.0, 0.5, 0.5)
     """
     frame = per_sample_metrics(samples, rankings, valid)
-    out = {name: float(frame[name].mean()) for name in METRIC_NAMES}
+    out = {name: float(frame[name].mean()) for name in (*METRIC_NAMES, *STRICT_NAMES)}
     out["identity_rate"] = float(frame["identity"].mean())
     out["invalid_rate"] = float(frame["invalid"].mean())
     out["keep_first_r1"] = float(frame["keep_first"].mean())

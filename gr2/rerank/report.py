@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-TABLE_METRICS = ("R@1", "R@3", "R@5", "N@3", "N@5", "MRR", "AUC", "gNDCG")
+TABLE_METRICS = ("R@1", "strict R@1", "R@3", "R@5", "N@3", "strict N@3", "N@5", "MRR", "AUC", "gNDCG")
 RATE_COLUMNS = {"identity": "identity", "invalid": "invalid", "keep_first": "keep-1st R@1"}
 LIFT_COLUMNS = ("R@1", "R@3", "N@3", "MRR")
 CHART_METRICS = ("R@1", "R@3", "N@3", "MRR")

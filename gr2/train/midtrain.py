@@ -33,7 +33,7 @@ from gr2.train.inputs import (
     sid_map_path,
     validation_positions,
 )
-from gr2.train.sft import loss_curve, resume_checkpoint, sft_args
+from gr2.train.sft import loss_curve, resume_checkpoint, sft_args, stage_fingerprint
 from gr2.train.tasks import Catalog, build_examples
 
 
@@ -121,7 +121,8 @@ def run_midtrain(cfg: GR2Config) -> MidtrainArtifacts:
     args = sft_args(mc.optim, out / "checkpoints", cfg.seed, completion_only_loss=mc.completion_only_loss)
     dataset = HFDataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     trainer = SFTTrainer(model=lm.model, args=args, train_dataset=dataset, processing_class=lm.tokenizer)
-    trainer.train(resume_from_checkpoint=resume_checkpoint(out / "checkpoints", mc.optim.resume))
+    checkpoint = resume_checkpoint(out / "checkpoints", mc.optim.resume, stage_fingerprint(cfg, "midtrain"))
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out / "model"))
     after = validation_metrics(cfg, lm, sid_map, catalog, positions, data.items)
 

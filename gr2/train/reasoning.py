@@ -38,6 +38,7 @@ from gr2.train.sft import (
     loss_curve,
     resume_checkpoint,
     sft_args,
+    stage_fingerprint,
 )
 
 
@@ -200,7 +201,8 @@ def run_reasoning(cfg: GR2Config) -> ReasoningArtifacts:
                     dataset_kwargs={"skip_prepare_dataset": True})
     trainer = WeightedSFTTrainer(model=lm.model, args=args, train_dataset=dataset, processing_class=lm.tokenizer,
                                  data_collator=WeightedCollator(pad_token_id=lm.tokenizer.pad_token_id))
-    trainer.train(resume_from_checkpoint=resume_checkpoint(out / "checkpoints", rc.optim.resume))
+    checkpoint = resume_checkpoint(out / "checkpoints", rc.optim.resume, stage_fingerprint(cfg, "reasoning"))
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out / "model"))
 
     curve = loss_curve(trainer.state.log_history)

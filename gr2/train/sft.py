@@ -4,6 +4,10 @@ resumable checkpoints and the loss curve.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from gr2.train.config import OptimConfig
 
 WEIGHTS = "token_weights"
+logger = logging.getLogger(__name__)
 
 
 def sft_args(optim: OptimConfig, output_dir: Path, seed: int, **overrides: Any) -> SFTConfig:
@@ -48,8 +53,37 @@ def sft_args(optim: OptimConfig, output_dir: Path, seed: int, **overrides: Any) 
     return SFTConfig(**kwargs)
 
 
-def resume_checkpoint(output_dir: Path, resume: bool) -> str | None:
-    """The last ``checkpoint-N`` folder to resume from, when resuming is on and one exists."""
+RESUMABLE_FIELDS = {"max_steps", "save_steps", "logging_steps", "save_total_limit", "resume"}  # may change
+FINGERPRINT_FILE = "gr2_fingerprint.json"
+
+
+def stage_fingerprint(cfg: Any, stage: str) -> str:
+    """A hash of everything that shapes a stage's training (not of how long it runs or how often it saves)."""
+    section = getattr(cfg.train, stage).model_dump()
+    section["optim"] = {k: v for k, v in section.get("optim", {}).items() if k not in RESUMABLE_FIELDS}
+    blob = json.dumps({"stage": section, "model": cfg.train.model.model_dump(), "seed": cfg.seed,
+                       "sid": cfg.sid.model_dump(), "rerank": cfg.rerank.model_dump()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resume_checkpoint(output_dir: Path, resume: bool, fingerprint: str | None = None) -> str | None:
+    """The last ``checkpoint-N`` folder to resume from, when resuming is on and one exists.
+
+    With a ``fingerprint``, checkpoints written under another configuration are removed instead of
+    resumed (training starts over), and the fingerprint is recorded for the next run.
+    """
+    if fingerprint is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        marker = output_dir / FINGERPRINT_FILE
+        previous = json.loads(marker.read_text()).get("fingerprint") if marker.exists() else None
+        if previous != fingerprint:
+            stale = [p for p in output_dir.glob("checkpoint-*") if p.is_dir()]
+            for path in stale:
+                shutil.rmtree(path)
+            if stale:
+                logger.warning("removed %d checkpoint(s) of %s trained with another configuration", len(stale),
+                               output_dir)
+            marker.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
     if not resume or not output_dir.is_dir():
         return None
     return get_last_checkpoint(str(output_dir))

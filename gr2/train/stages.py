@@ -23,7 +23,7 @@ from gr2.config import GR2Config
 from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
 
-COLUMNS = ("R@3", "N@3", "MRR", "identity_rate", "invalid_rate")
+COLUMNS = ("strict R@1", "R@3", "N@3", "strict N@3", "MRR", "identity_rate", "invalid_rate")
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def stage_table_markdown(rows: list[dict[str, Any]], split: str) -> str:
     ... # doctest: +ELLIPSIS
     # Stage-by-stage re-ranking quality (test)
     ...
-    | s | m | 2 | 0.500 | - | n/a | n/a | n/a | n/a | n/a |
+    | s | m | 2 | 0.500 | - | n/a | n/a | n/a | n/a | n/a | n/a | n/a |
     <BLANKLINE>
     """
     lines = [f"# Stage-by-stage re-ranking quality ({split})", "",
