@@ -154,18 +154,6 @@ imagePullSecrets:
 {{- define "gr2.serving.url" -}}
 {{- printf "http://%s-predictor.%s.svc.cluster.local" (include "gr2.serving.name" .) .Release.Namespace -}}
 {{- end -}}
-{{/* Predictor pods of this release (champion and challenger), as KServe labels them. */}}
-{{- define "gr2.serving.podSelector" -}}
-matchExpressions:
-  - key: serving.kserve.io/inferenceservice
-    operator: In
-    values:
-      - {{ include "gr2.serving.name" . }}
-      {{- if .Values.serving.ab.enabled }}
-      - {{ include "gr2.serving.challengerName" . }}
-      {{- end }}
-{{- end -}}
-
 {{/* Redis: bundled Service or external host; the Feast connection string uses $(REDIS_PASSWORD) when a Secret is set. */}}
 {{- define "gr2.redis.host" -}}
 {{- if .Values.redis.enabled -}}
