@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -123,4 +124,6 @@ def test_every_value_is_documented_and_typed() -> None:
 
     found = leaves(values, "", schema)
     assert {name for name, _ in found} == params
+    readme = set(re.findall(r"^\| `([\w.]+)` \|", (CHART / "README.md").read_text(), flags=re.M))
+    assert readme == params, "helm/gr2/README.md's parameter table is out of date"
     assert all("type" in sub for _, sub in found), [n for n, s in found if "type" not in s]
