@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helmchart import CRD_DIR, SCENARIOS, fetch_helm, load_crd_schemas, render
+
+from .helmchart import CRD_DIR, SCENARIOS, fetch_helm, load_crd_schemas, render
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from helmchart import (
+
+from .helmchart import (
     CHART,
     SCENARIOS,
     VALUES_FILES,

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helmchart import CHART, REPO
 
 from gr2 import contract
+
+from .helmchart import CHART, REPO
 
 PIPELINE_IR = CHART / "files" / "gr2_pipeline.yaml"
 FEAST_PRODUCTION = REPO / "feature_store" / "feature_repo" / "feature_store.production.yaml"

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helmchart import SCENARIOS, Scenario, pod_specs, render, security_problems
+
+from .helmchart import SCENARIOS, Scenario, pod_specs, render, security_problems
 
 POD_KINDS = {"Deployment", "Job", "Pod", "InferenceService", "TrainJob"}
 
