@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -201,3 +205,37 @@ def test_helm_test_accepts_only_permutations() -> None:
     answer["outputs"][0]["data"] = [9, 9, 3]
     assert "not a permutation" in script.ranking_problem(answer, candidates)
     assert "no 'ranking' output" in script.ranking_problem({"outputs": []}, candidates)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_helm_test_pod_command_against_a_kserve_server(rendered: dict[str, list[dict]]) -> None:
+    """The rendered test Pod's own command and env (URL aside) pass on a permutation, fail otherwise."""
+    pytest.importorskip("kserve", reason="kserve (the [serve] extra) is not installed")
+    container = one(rendered["minimal"], "Pod")["spec"]["containers"][0]
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("kserve_ranker.py")),
+                               "--http_port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        pod_env = {e["name"]: e["value"] for e in container["env"]} | {"GR2_URL": f"http://127.0.0.1:{port}",
+                                                                       "GR2_READY_TIMEOUT_S": "60"}
+        command = [sys.executable if part == "python" else part for part in container["command"]]
+
+        def run(model_name: str) -> subprocess.CompletedProcess:
+            return subprocess.run([*command, *container["args"]], env=env | pod_env | {"GR2_MODEL_NAME": model_name},
+                                  capture_output=True, text=True, timeout=90)
+
+        good = run(contract.MODEL_NAME)
+        assert good.returncode == 0, good.stderr + good.stdout
+        assert f"ok: {contract.MODEL_NAME} ranked 10 candidates" in good.stdout
+        broken = run("broken-reranker")
+        assert broken.returncode == 1 and "is not a permutation of the candidates" in broken.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
