@@ -10,6 +10,8 @@ import re
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -236,6 +238,46 @@ def test_helm_test_pod_command_against_a_kserve_server(rendered: dict[str, list[
         assert f"ok: {contract.MODEL_NAME} ranked 10 candidates" in good.stdout
         broken = run("broken-reranker")
         assert broken.returncode == 1 and "is not a permutation of the candidates" in broken.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_feast_deployment_command_starts_a_feature_server(rendered: dict[str, list[dict]], tmp_path: Path) -> None:
+    """The rendered Feast container (command, args, env, config) serves its readiness route."""
+    docs = rendered["minimal"]
+    config = one(docs, "ConfigMap", **{"app.kubernetes.io/component": "feast"})["data"]["feature_store.yaml"]
+    pod = one(docs, "Deployment", **{"app.kubernetes.io/component": "feast"})["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    local = {mounts[name]: tmp_path / name for name in mounts}  # each volume -> a local directory
+    for directory in local.values():
+        directory.mkdir()
+
+    pattern = re.compile("|".join(re.escape(m) for m in sorted(local, key=len, reverse=True)))
+
+    def localize(text: str) -> str:  # one pass, so a replaced path is never replaced again
+        return pattern.sub(lambda match: str(local[match.group(0)]), text)
+
+    (local[mounts["config"]] / "feature_store.yaml").write_text(localize(config))
+    port = _free_port()
+    argv = [localize(a) for a in container["command"] + container["args"]]
+    argv[argv.index(str(contract.FEAST_SERVER_PORT))] = str(port)
+    argv[0] = str(Path(sys.executable).with_name("feast"))
+    env = {**os.environ, **{e["name"]: localize(e["value"]) for e in container["env"] if "value" in e}}
+    probe = container["readinessProbe"]["httpGet"]["path"]
+    server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, status = time.monotonic() + 90, None
+        while time.monotonic() < deadline and server.poll() is None and status != 200:
+            time.sleep(1)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=5) as response:
+                    status = response.status
+            except OSError:
+                continue
+        assert status == 200, f"feast serve never became ready: {server.poll()=}"
+        assert (local[mounts["data"]] / "registry.db").exists(), "the file registry is not on the data volume"
     finally:
         server.terminate()
         server.wait(timeout=30)
