@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import yaml
 
 from gr2 import contract
 
-from .helmchart import CHART, REPO
+from .helmchart import CHART, REPO, SCENARIOS, render
 
 PIPELINE_IR = CHART / "files" / "gr2_pipeline.yaml"
 FEAST_PRODUCTION = REPO / "feature_store" / "feature_repo" / "feature_store.production.yaml"
@@ -278,6 +279,38 @@ def test_feast_deployment_command_starts_a_feature_server(rendered: dict[str, li
                 continue
         assert status == 200, f"feast serve never became ready: {server.poll()=}"
         assert (local[mounts["data"]] / "registry.db").exists(), "the file registry is not on the data volume"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_bundled_redis_command_runs_with_its_password(helm: Path, tmp_path: Path) -> None:
+    """The rendered Redis container's shell line starts redis-server with maxmemory and the Secret's password."""
+    import redis
+
+    docs = render(helm, SCENARIOS[0], ("redis.auth.existingSecret=gr2-redis",))
+    container = one(docs, "Deployment", **{"app.kubernetes.io/component": "redis"})["spec"]["template"]["spec"][
+        "containers"][0]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "gr2-redis", "key": "redis-password"}
+    port = _free_port()
+    line = container["args"][0].replace(f"--port {contract.REDIS_PORT}", f"--port {port} --bind 127.0.0.1")
+    assert str(port) in line
+    server = subprocess.Popen([*container["command"], line], cwd=tmp_path, env={**os.environ, "REDIS_PASSWORD": "s3cr3t"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, password="s3cr3t", socket_connect_timeout=1)
+        for _ in range(50):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        assert client.config_get("maxmemory") == {"maxmemory": str(256 * 1024 * 1024)}
+        assert client.config_get("save") == {"save": ""}
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=port, password="wrong").ping()
     finally:
         server.terminate()
         server.wait(timeout=30)
