@@ -99,6 +99,7 @@ def test_wrong_value_fails_lint(helm: Path, override: str, message: str) -> None
     (("serving.ab.enabled=true", "serving.ab.challengerStorageUri=s3://b/c", "serving.ab.championWeight=80"),
      r"set serving.ab.championWeight \+ serving.ab.challengerWeight = 100"),
     (("trainJob.enabled=true",), "set trainJob.runsClaim"),
+    (("feast.replicaCount=2",), r"set feast.persistence.accessModes=\[ReadWriteMany\]"),
     (("serving.scaleMetric=concurrency", "serving.maxReplicas=3"), "set serving.scaleMetric to cpu or memory"),
 ])
 def test_validate_values_names_what_to_set(helm: Path, overrides: tuple[str, ...], message: str) -> None:

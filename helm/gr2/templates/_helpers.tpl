@@ -246,6 +246,10 @@ true
 {{- if and .Values.feast.enabled (eq .Values.feast.registry.type "file") (hasPrefix "/" .Values.feast.registry.path) (not .Values.feast.persistence.enabled) -}}
 {{- $errors = append $errors "set feast.persistence.enabled=true (a local file registry needs the /feast-data volume) or a s3:// / gs:// feast.registry.path" -}}
 {{- end -}}
+{{- $fp := .Values.feast.persistence -}}
+{{- if and .Values.feast.enabled $fp.enabled (gt (int .Values.feast.replicaCount) 1) (not (has "ReadWriteMany" $fp.accessModes)) -}}
+{{- $errors = append $errors "set feast.persistence.accessModes=[ReadWriteMany] (feast.replicaCount > 1 pods share /feast-data) or feast.registry.type=sql" -}}
+{{- end -}}
 {{- if and .Values.trainJob.enabled (not .Values.trainJob.runsClaim) -}}
 {{- $errors = append $errors "set trainJob.runsClaim to a ReadWriteMany PersistentVolumeClaim holding the run directory" -}}
 {{- end -}}
