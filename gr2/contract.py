@@ -39,3 +39,14 @@ SERVER_READY_PATH = "/v2/health/ready"
 FEAST_SERVER_PORT = 6566  # `feast serve` default
 REDIS_PORT = 6379
 PIPELINE_NAME = "gr2"
+
+# Parameters that control the serving metrics (prometheus-client, labels model_name and model_version);
+# the Helm chart's Grafana dashboard and PodMonitor read exactly these names
+METRIC_REQUESTS = "gr2_requests_total"  # counter
+METRIC_FALLBACKS = "gr2_fallbacks_total"  # counter: incoming order returned
+METRIC_INVALID_OUTPUTS = "gr2_invalid_outputs_total"  # counter: model output not a permutation
+METRIC_IDENTITY_OUTPUTS = "gr2_identity_outputs_total"  # counter: model returned the incoming order
+METRIC_UNKNOWN_ITEMS = "gr2_unknown_items_total"  # counter: candidates missing from the SID map
+METRIC_REQUEST_SECONDS = "gr2_request_seconds"  # histogram
+METRIC_PHASE_SECONDS = "gr2_phase_seconds"  # histogram with label phase in METRIC_PHASES
+METRIC_PHASES = ("feature_fetch", "prompt_build", "model", "parse")
