@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import logging
+import re
 import shutil
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +38,25 @@ class FeatureArtifacts:
 
     repo: Path
     rows: dict[str, int]
+
+
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextlib.contextmanager
+def plain_output() -> Iterator[None]:
+    """Feast prints coloured progress with colorama; keep colours on a terminal, strip them elsewhere."""
+    if sys.stdout.isatty():
+        yield
+        return
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        text = ANSI_CODES.sub("", buffer.getvalue()).strip()
+        if text:
+            print(text)
 
 
 def source_repo(cfg: GR2Config) -> Path:
@@ -86,7 +110,8 @@ def apply(cfg: GR2Config, yaml_file: str = "feature_store.yaml") -> FeatureArtif
     """``feast apply`` the definitions of the run's repo (after writing its sources)."""
     repo = prepare_repo(cfg)
     store = open_store(repo, yaml_file)
-    store.apply(_load_definitions(repo))
+    with plain_output():
+        store.apply(_load_definitions(repo))
     rows = {p.stem: len(pd.read_parquet(p)) for p in sorted((repo / "data").glob("*.parquet"))}
     return FeatureArtifacts(repo=repo, rows=rows)
 
@@ -97,7 +122,8 @@ def materialize(cfg: GR2Config, yaml_file: str = "feature_store.yaml") -> Featur
     store = open_store(repo, yaml_file)
     stamps = pd.read_parquet(repo / "data" / "item_text.parquet", columns=["event_timestamp"])["event_timestamp"]
     start = stamps.min().to_pydatetime() - timedelta(days=1)
-    store.materialize(start_date=start, end_date=datetime.now(UTC))
+    with plain_output():
+        store.materialize(start_date=start, end_date=datetime.now(UTC))
     rows = {p.stem: len(pd.read_parquet(p)) for p in sorted((repo / "data").glob("*.parquet"))}
     return FeatureArtifacts(repo=repo, rows=rows)
 
