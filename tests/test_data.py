@@ -153,6 +153,13 @@ def test_timestamp_ties_warn_with_numbers(tmp_path) -> None:
     art = split_dataset(tmp_path / "raw", tmp_path / "split", RerankConfig(test_fraction=0.2, validation_fraction=0.1))
     assert any("timestamp ties moved the test cut" in w and "instead of 20%" in w for w in art.warnings)
     assert json.loads(art.summary.read_text())["warnings"] == list(art.warnings)
+    loo = split_dataset(tmp_path / "raw", tmp_path / "loo", RerankConfig(protocol="leave_one_out"))
+    assert not any("ties decide" in w for w in loo.warnings)  # one item per user and day: no tie
+    inter = Dataset.load(tmp_path / "raw").interactions
+    inter.loc[inter.groupby("user_id")["timestamp"].idxmax(), "timestamp"] -= 86_400  # last two share a day
+    Dataset(inter, Dataset.load(tmp_path / "raw").items).save(tmp_path / "raw2")
+    tied = split_dataset(tmp_path / "raw2", tmp_path / "loo2", RerankConfig(protocol="leave_one_out"))
+    assert any("ties decide the leave-one-out order for 100.0% of users" in w for w in tied.warnings)
 
 
 def test_split_is_deterministic(tmp_path) -> None:

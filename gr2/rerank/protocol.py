@@ -194,6 +194,18 @@ def _tie_warnings(ordered: pd.DataFrame, period: np.ndarray, test_fraction: floa
     return out
 
 
+def _loo_tie_warnings(ordered: pd.DataFrame, period: np.ndarray, tolerance: float) -> list[str]:
+    """Warn when a user's test and validation items share one timestamp (item id then decides the order)."""
+    frame = ordered.assign(period=period)
+    test = frame[frame["period"] == "test"].set_index("user_id")["timestamp"]
+    validation = frame[frame["period"] == "validation"].set_index("user_id")["timestamp"]
+    share = float((test == validation.reindex(test.index)).mean()) if len(test) else 0.0
+    if share > tolerance:
+        return [f"timestamp ties decide the leave-one-out order for {share:.1%} of users (their last two items "
+                f"share one timestamp, so the test item is the one with the larger item id)"]
+    return []
+
+
 def _gap_warning(ordered: pd.DataFrame, period: np.ndarray, max_gap_days: float) -> list[str]:
     """Warn when the learnable data ends long before the test positions (median over test users)."""
     frame = ordered.assign(period=period)
@@ -236,7 +248,7 @@ def apply_protocol(interactions: pd.DataFrame, kind: ProtocolKind, test_fraction
         period = _leave_one_out_periods(ordered, fit_fraction)
         if not (period == "test").any():
             raise ProtocolError("no user has 3 or more interactions; leave-one-out has nothing to evaluate")
-        warnings = []
+        warnings = _loo_tie_warnings(ordered, period, tie_tolerance)
     warnings += _gap_warning(ordered, period, max_gap_days)
     ordered["period"] = period
     return ProtocolSplit(kind=kind, ordered=ordered, cuts=cuts, warnings=warnings)
