@@ -68,7 +68,8 @@ def load_catalog(paths: RunPaths) -> pd.DataFrame:
 
 
 def load_interactions(paths: RunPaths) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """(train, held-out) interactions: the split when present, else (raw interactions, None)."""
+    """(train, held-out) interactions of the protocol's split; (None, None) without a split, so that
+    nothing held out can reach the contrastive loss (the SIDs then come from item text alone)."""
     parts = {}
     for name in ("train", "validation", "test"):
         frame = read_table(paths.split, name, required=False)
@@ -77,8 +78,7 @@ def load_interactions(paths: RunPaths) -> tuple[pd.DataFrame | None, pd.DataFram
     if "train" in parts:
         held = [parts[n] for n in ("validation", "test") if n in parts]
         return parts["train"], (pd.concat(held, ignore_index=True) if held else None)
-    raw = read_table(paths.raw, "interactions", required=False)
-    return (coerce_interactions(raw, source=paths.raw / "interactions") if raw is not None else None), None
+    return None, None
 
 
 def _chronological(frame: pd.DataFrame) -> pd.DataFrame:
