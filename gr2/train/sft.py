@@ -4,6 +4,7 @@ resumable checkpoints and the loss curve.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ WEIGHTS = "token_weights"
 
 
 def sft_args(optim: OptimConfig, output_dir: Path, seed: int, **overrides: Any) -> SFTConfig:
-    """TRL's ``SFTConfig`` for a CPU stage (no bf16, no gradient checkpointing, no reporting)."""
+    """TRL's ``SFTConfig`` for a CPU stage (no bf16, no gradient checkpointing, no reporting).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the same stage trains with DDP; on CPU over gloo.
+    """
     kwargs: dict[str, Any] = {
         "output_dir": str(output_dir),
         "max_steps": optim.max_steps,
@@ -44,6 +48,8 @@ def sft_args(optim: OptimConfig, output_dir: Path, seed: int, **overrides: Any) 
         "disable_tqdm": False,
         "eval_strategy": "no",
     }
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        kwargs["ddp_backend"] = "gloo"  # torchrun on CPU: NCCL needs GPUs
     kwargs.update(overrides)
     return SFTConfig(**kwargs)
 

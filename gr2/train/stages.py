@@ -35,7 +35,7 @@ class StageTableArtifacts:
     rows: list[dict[str, Any]]
 
 
-def _row(name: str, model: str, method: str, samples: pd.DataFrame, rankings: list[list[int]],
+def stage_row(name: str, model: str, method: str, samples: pd.DataFrame, rankings: list[list[int]],
          valid: list[bool] | None = None, base: pd.DataFrame | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics of one method, its R@1 bootstrap CI (users resampled) and its paired R@1 lift over ``base``."""
     from gr2.rerank.metrics import bootstrap_ci, evaluate_rankings, paired_lift, per_sample_metrics
@@ -65,7 +65,7 @@ def run_stage_table(cfg: GR2Config) -> StageTableArtifacts:
     samples = subsample(load_samples(cfg.run_dir, ec.split), ec.max_samples, cfg.seed)
     gen = subsample(samples, ec.max_generate, cfg.seed)
     incoming = [[int(c) for c in cands] for cands in samples["candidates"]]
-    first, base = _row("incoming order", "legacy pre-ranker", "as given", samples, incoming)
+    first, base = stage_row("incoming order", "legacy pre-ranker", "as given", samples, incoming)
     rows = [first]
     stages = [("mid-training", paths.train / "midtrain" / "model"),
               ("reasoning SFT", paths.train / "reasoning" / "model")]
@@ -83,15 +83,15 @@ def run_stage_table(cfg: GR2Config) -> StageTableArtifacts:
             ("likelihood, re-ranking prompt", lambda lm=lm: rerank_likelihood_rankings(lm, sid_map, samples, items)),
         ]
         for method, score in scorers:
-            rows.append(_row(stage, str(model_dir), method, samples, score(), base=base)[0])
+            rows.append(stage_row(stage, str(model_dir), method, samples, score(), base=base)[0])
         if stage == "reasoning SFT" and len(gen):
             rankings, flags = generated_rankings(lm, sid_map, gen, items, "reasoning", ec.max_new_tokens,
                                                  ec.batch_size)
             gen_incoming = [[int(c) for c in cands] for cands in gen["candidates"]]
-            gen_row, gen_base = _row("incoming order", "legacy pre-ranker", "as given (decoding subset)", gen,
+            gen_row, gen_base = stage_row("incoming order", "legacy pre-ranker", "as given (decoding subset)", gen,
                                      gen_incoming)
             rows.append(gen_row)
-            rows.append(_row(stage, str(model_dir), "decoded with reasoning", gen, rankings,
+            rows.append(stage_row(stage, str(model_dir), "decoded with reasoning", gen, rankings,
                              valid=[f["valid"] for f in flags], base=gen_base)[0])
     record = {"split": ec.split, "rows": rows, "wall_time_s": round(time.time() - started, 1)}
     json_path = paths.eval / "train_stages.json"
