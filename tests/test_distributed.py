@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +34,7 @@ def test_midtrain_under_torchrun_ddp_two_cpu_ranks_see_different_data(prepared_r
     _sid_map(items["item_id"].to_numpy()).save(RunPaths.of(run).sid / "sid_map.parquet")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tests" / "ddp_midtrain.py"), str(run), "train.midtrain.optim.max_steps=6",
            "train.midtrain.num_examples=96", "train.midtrain.eval_users=4", "train.midtrain.eval_titles=4",
            "train.threads=1"]
@@ -43,7 +44,9 @@ def test_midtrain_under_torchrun_ddp_two_cpu_ranks_see_different_data(prepared_r
     assert [s["world_size"] for s in seen] == [2, 2] and {s["backend"] for s in seen} == {"gloo"}
     a, b = seen[0]["rows"], seen[1]["rows"]
     assert len(a) == len(b) == 6 * 8  # max_steps x per-device batch on each rank
-    assert not set(a) & set(b), "both ranks trained on the same sequences"
+    assert seen[0]["dataset"] == seen[1]["dataset"] and len(seen[0]["dataset"]) == 96
+    # 6 steps x 8 x 2 ranks = one epoch of 96 examples: the ranks split it, each example trained on exactly once
+    assert Counter(a) + Counter(b) == Counter(seen[0]["dataset"])
     metrics = json.loads((run / "train" / "midtrain" / "metrics.json").read_text())["metrics"]
     assert metrics["steps"] == 6
     assert (run / "train" / "midtrain" / "model" / "model.safetensors").exists()

@@ -1,9 +1,11 @@
 """One function per pipeline step: artefact paths in, artefact paths written, a flat metrics dict back.
 
-The stage functions of ``gr2`` find their inputs by run-directory convention (:class:`gr2.paths.RunPaths`).
-A step builds a component-local run directory whose folders are links to the input artefacts and whose
-output folders are the output artefacts, then calls the stage function as it is. So a component is a
-few lines, the DAG's edges are the real data flow, and ``gr2 <stage>`` keeps working on a run directory.
+The training and evaluation stages take their input artefacts as explicit paths
+(:class:`gr2.train.inputs.StageInputs`). The data, SID, feature and sample stages find their inputs by
+run-directory convention (:class:`gr2.paths.RunPaths`); for those a step builds a component-local run
+directory whose folders are links to the input artefacts and whose output folders are the output
+artefacts, then calls the stage function as it is. Either way a component is a few lines and the DAG's
+edges are the real data flow.
 """
 
 from __future__ import annotations
@@ -190,26 +192,35 @@ def _baseline_metrics(record: Mapping[str, Any]) -> dict[str, float]:
 
 
 # Steps 7-9: training (in the component's pod, or as a Kubeflow TrainJob) ----------------------------------
+def _inputs(dataset: str, sid_dir: str, samples_dir: str) -> Any:
+    from gr2.train.inputs import StageInputs
+
+    return StageInputs(dataset=Path(dataset), sid_map=Path(sid_dir) / "sid_map.parquet", samples=Path(samples_dir))
+
+
 def midtrain(config: str, dataset: str, split_dir: str, sid_dir: str, samples_dir: str, model_out: str,
              summary_out: str) -> dict[str, float]:
     from gr2.train.midtrain import run_midtrain
 
-    run = stage_run_dir({"data/raw": dataset, "data/split": split_dir, "sid": sid_dir, "samples": samples_dir},
-                        {"train/midtrain": model_out})
-    cfg = load_step_config(config, run)
-    art = _train_or_handoff(cfg, "midtrain", run, run_midtrain)
+    cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-midtrain-"))
+    if cfg.pipeline.trainjob.enabled:
+        run = stage_run_dir({"data/raw": dataset, "data/split": split_dir, "sid": sid_dir, "samples": samples_dir},
+                            {"train/midtrain": model_out}, root=cfg.run_dir)
+        _handoff(cfg, "midtrain", run)
+    else:
+        run_midtrain(cfg, _inputs(dataset, sid_dir, samples_dir), out_dir=model_out)
     _copy_text(Path(model_out) / "summary.md", summary_out)
-    return _training_metrics(Path(model_out) / "metrics.json") if art is None else _training_metrics(art.metrics)
+    return _training_metrics(Path(model_out) / "metrics.json")
 
 
 def traces(config: str, dataset: str, split_dir: str, sid_dir: str, repo_dir: str, samples_dir: str,
            traces_out: str, summary_out: str) -> dict[str, float]:
     from gr2.train.traces import run_traces
 
-    run = stage_run_dir({"data/raw": dataset, "data/split": split_dir, "sid": sid_dir, "samples": samples_dir},
-                        {"train/traces": traces_out})
+    # the feature-grounded teacher reads Feast and the split from a run directory: stage one
+    run = stage_run_dir({"data/raw": dataset, "data/split": split_dir}, {})
     shutil.copytree(repo_dir, run / "features" / "feature_repo", symlinks=True)  # Feast may touch its registry
-    art = run_traces(load_step_config(config, run))
+    art = run_traces(load_step_config(config, run), _inputs(dataset, sid_dir, samples_dir), out_dir=traces_out)
     _copy_text(art.summary, summary_out)
     return _training_metrics(art.metrics)
 
@@ -218,24 +229,24 @@ def reasoning(config: str, dataset: str, split_dir: str, sid_dir: str, samples_d
               traces_dir: str, model_out: str, summary_out: str) -> dict[str, float]:
     from gr2.train.reasoning import run_reasoning
 
-    run = stage_run_dir({"data/raw": dataset, "data/split": split_dir, "sid": sid_dir, "samples": samples_dir,
-                         "train/midtrain": midtrain_dir, "train/traces": traces_dir},
-                        {"train/reasoning": model_out})
-    cfg = load_step_config(config, run)
-    art = _train_or_handoff(cfg, "reasoning", run, run_reasoning)
+    cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-reasoning-"))
+    if cfg.pipeline.trainjob.enabled:
+        run = stage_run_dir({"data/raw": dataset, "data/split": split_dir, "sid": sid_dir, "samples": samples_dir,
+                             "train/midtrain": midtrain_dir, "train/traces": traces_dir},
+                            {"train/reasoning": model_out}, root=cfg.run_dir)
+        _handoff(cfg, "reasoning", run)
+    else:
+        run_reasoning(cfg, _inputs(dataset, sid_dir, samples_dir), midtrain_model=Path(midtrain_dir) / "model",
+                      traces_file=Path(traces_dir) / "traces.parquet", out_dir=model_out)
     _copy_text(Path(model_out) / "summary.md", summary_out)
-    return _training_metrics(Path(model_out) / "metrics.json") if art is None else _training_metrics(art.metrics)
+    return _training_metrics(Path(model_out) / "metrics.json")
 
 
-def _train_or_handoff(cfg: GR2Config, stage: str, run: Path, local: Any) -> Any:
-    """Run the stage here, or hand it to a Kubeflow ``TrainJob`` on the shared volume and wait for it."""
-    tj = cfg.pipeline.trainjob
-    if not tj.enabled:
-        return local(cfg)
+def _handoff(cfg: GR2Config, stage: str, run: Path) -> None:
+    """Hand the stage to a Kubeflow ``TrainJob`` on the shared volume and wait for it (outputs land in ``run``)."""
     from gr2.pipeline.trainjob import run_trainjob
 
     run_trainjob(cfg, stage, run)
-    return None
 
 
 def _training_metrics(path: Path) -> dict[str, float]:
@@ -252,11 +263,11 @@ def evaluate(config: str, dataset: str, split_dir: str, sid_dir: str, samples_di
     from gr2.pipeline.gate import promotion_gate
     from gr2.train.stages import run_stage_table
 
-    run = stage_run_dir({"data/raw": dataset, "data/split": split_dir, "sid": sid_dir, "samples": samples_dir,
-                         "train/midtrain": midtrain_dir, "train/reasoning": reasoning_dir}, {"eval": eval_out})
-    cfg = load_step_config(config, run)
-    table = run_stage_table(cfg)
-    gate = promotion_gate(cfg, Path(reasoning_dir) / "model", min_lift)
+    cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-evaluate-"))
+    inputs = _inputs(dataset, sid_dir, samples_dir)
+    table = run_stage_table(cfg, inputs, models={"mid-training": Path(midtrain_dir) / "model",
+                                                 "reasoning SFT": Path(reasoning_dir) / "model"}, out_dir=eval_out)
+    gate = promotion_gate(cfg, inputs, Path(reasoning_dir) / "model", min_lift)
     (Path(eval_out) / "gate.json").write_text(json.dumps(gate, indent=2) + "\n")
     _copy_text(table.markdown, table_out)
     metrics = {f"{r['stage']} / {r['method']}.R@1": float(r["R@1"]) for r in table.rows if "R@1" in r}
