@@ -73,7 +73,9 @@ def test_trainjob_is_rendered_from_config() -> None:
     assert trainer["command"] == ["torchrun", "--nproc_per_node=8", "-m", "gr2.cli", "train", "midtrain",
                                   "--profile", "default", "--config", "/mnt/gr2/x/config.yaml",
                                   "--run-dir", "/mnt/gr2/x/run"]
-    mounts = spec["podTemplateOverrides"][0]["spec"]
+    patch = spec["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    assert patch["name"] == "node"
+    mounts = patch["template"]["spec"]["template"]["spec"]
     assert mounts["volumes"][0]["persistentVolumeClaim"]["claimName"] == "gr2-workdir"
     assert mounts["containers"][0]["volumeMounts"][0]["mountPath"] == "/mnt/gr2"
     cpu_only = render_trainjob(_cfg(), "reasoning", "gr2-reasoning-x", "/r", "/c")["spec"]["trainer"]
@@ -96,9 +98,14 @@ def test_rendered_trainjob_validates_against_the_crd_schema() -> None:
     obj = render_trainjob(_cfg("pipeline.trainjob.num_nodes=2", "pipeline.trainjob.gpus_per_node=1"),
                           "midtrain", "gr2-midtrain-x", "/mnt/gr2/x/run", "/mnt/gr2/x/config.yaml")
     validate_trainjob(obj, CRD)
-    obj["spec"]["trainer"]["numNodes"] = "two"
-    with pytest.raises(jsonschema.ValidationError):
-        validate_trainjob(obj, CRD)
+    bad_type = json.loads(json.dumps(obj))
+    bad_type["spec"]["trainer"]["numNodes"] = "two"
+    with pytest.raises(jsonschema.ValidationError, match="two"):
+        validate_trainjob(bad_type, CRD)
+    unknown = json.loads(json.dumps(obj))
+    unknown["spec"]["podSpecOverrides"] = []  # a field of older Trainer releases: this CRD would drop it
+    with pytest.raises(jsonschema.ValidationError, match="podSpecOverrides"):
+        validate_trainjob(unknown, CRD)
 
 
 def test_job_state_reads_conditions() -> None:

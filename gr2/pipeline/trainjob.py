@@ -70,13 +70,16 @@ def render_trainjob(cfg: GR2Config, stage: str, name: str, run_dir: str, config_
                 "numProcPerNode": tj.procs_per_node,
                 "resourcesPerNode": {"requests": requests, "limits": limits},
             },
-            "podTemplateOverrides": [{
-                "targetJobs": [{"name": CONTAINER}],
-                "spec": {
-                    "volumes": [{"name": "gr2-workdir", "persistentVolumeClaim": {"claimName": tj.pvc_name}}],
-                    "containers": [{"name": CONTAINER,
-                                    "volumeMounts": [{"name": "gr2-workdir", "mountPath": tj.workdir}]}],
-                },
+            "runtimePatches": [{  # mount the shared volume in the runtime's trainer pods
+                "manager": "gr2.kubeflow.org/pipeline",
+                "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
+                    "name": CONTAINER,
+                    "template": {"spec": {"template": {"spec": {
+                        "volumes": [{"name": "gr2-workdir", "persistentVolumeClaim": {"claimName": tj.pvc_name}}],
+                        "containers": [{"name": CONTAINER,
+                                        "volumeMounts": [{"name": "gr2-workdir", "mountPath": tj.workdir}]}],
+                    }}}},
+                }]}}},
             }],
         },
     }
@@ -91,11 +94,36 @@ def trainjob_schema(crd_file: str | Path) -> dict[str, Any]:
     raise TrainJobError(f"{crd_file}: no {VERSION} version in the CRD")
 
 
+def pruned_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields of ``obj`` that the API server would silently drop (not in the structural schema).
+
+    >>> pruned_fields({"a": 1, "b": {"c": 2}}, {"properties": {"b": {"properties": {}}}})
+    ['.a', '.b.c']
+    """
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(obj, dict):
+        props, extra = schema.get("properties"), schema.get("additionalProperties")
+        if props is None and isinstance(extra, dict):
+            return [p for k, v in obj.items() for p in pruned_fields(v, extra, f"{path}.{k}")]
+        props = props or {}
+        return [p for k, v in obj.items()
+                for p in ([f"{path}.{k}"] if k not in props else pruned_fields(v, props[k], f"{path}.{k}"))]
+    if isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        return [p for i, v in enumerate(obj) for p in pruned_fields(v, schema["items"], f"{path}[{i}]")]
+    return []
+
+
 def validate_trainjob(obj: dict[str, Any], crd_file: str | Path) -> None:
-    """Raise ``jsonschema.ValidationError`` when ``obj`` does not fit the CRD schema."""
+    """Raise ``jsonschema.ValidationError`` when ``obj`` does not fit the CRD schema or has fields it would drop."""
     import jsonschema
 
-    jsonschema.validate(obj, trainjob_schema(crd_file))
+    schema = trainjob_schema(crd_file)
+    jsonschema.validate(obj, schema)
+    dropped = [p for p in pruned_fields(obj, schema) if not p.startswith(".metadata.")]
+    if dropped:
+        raise jsonschema.ValidationError(f"fields not in the {KIND} schema (the API server would drop them): "
+                                         f"{dropped}")
 
 
 def job_state(obj: dict[str, Any]) -> str | None:
