@@ -184,3 +184,40 @@ def test_bad_input_stops_at_validation_with_the_failed_expectations(prepared_run
     assert "FAILED" in report and "rating" in report and "item_id" in report
     tasks = json.loads((run_dir / "pipeline_run.json").read_text())["steps"]
     assert [t["task"] for t in tasks] == ["ingest-data", "validate-data", "reject-data"]
+
+
+SHARED_CRDS = ROOT.parent / "shared" / "k8s-crds"
+
+
+@pytest.mark.skipif(not (SHARED_CRDS / "pipelines.kubeflow.org_pipelineversions.yaml").exists(),
+                    reason="../shared/k8s-crds has no KFP Pipeline/PipelineVersion CRDs")
+def test_pipeline_custom_resources_validate_against_the_crds(tmp_path: Path) -> None:
+    import jsonschema
+
+    from gr2.pipeline.trainjob import pruned_fields
+
+    out = tmp_path / "resources.yaml"
+    result = CliRunner().invoke(main, ["pipeline", "compile", "--profile", "default", "--out",
+                                       str(tmp_path / "p.yaml"), "--no-helm", "--resources", str(out),
+                                       "--namespace", "team-a"])
+    assert result.exit_code == 0, result.output
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert [d["kind"] for d in docs] == ["Pipeline", "PipelineVersion"]
+    assert docs[1]["spec"]["pipelineName"] == docs[0]["metadata"]["name"] == PIPELINE_NAME
+    assert docs[1]["spec"]["pipelineSpec"] == yaml.safe_load((tmp_path / "p.yaml").read_text())
+    for doc, crd in zip(docs, ("pipelines", "pipelineversions"), strict=True):
+        spec = yaml.safe_load((SHARED_CRDS / f"pipelines.kubeflow.org_{crd}.yaml").read_text())
+        schema = next(v for v in spec["spec"]["versions"] if v["name"] == "v2beta1")["schema"]["openAPIV3Schema"]
+        jsonschema.validate(doc, schema)
+        assert pruned_fields(doc, schema) == []
+
+
+def test_pipeline_doctests() -> None:
+    import doctest
+
+    import gr2.pipeline.resources
+    import gr2.pipeline.steps
+    import gr2.pipeline.trainjob
+
+    for module in (gr2.pipeline.steps, gr2.pipeline.trainjob, gr2.pipeline.resources):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -23,14 +23,25 @@ def group() -> None:
               help="Where the IR YAML is written.")
 @click.option("--helm/--no-helm", default=True, show_default=True,
               help=f"Also write the Helm chart's copy ({HELM_COPY}).")
+@click.option("--resources", type=click.Path(dir_okay=False), default=None,
+              help="Also write the Pipeline + PipelineVersion custom resources (Kubernetes-native KFP) here.")
+@click.option("--namespace", default=None, help="Namespace of the custom resources (default: pipeline.namespace).")
 @config_options
-def compile_cmd(cfg: GR2Config, out: str, helm: bool) -> None:
+def compile_cmd(cfg: GR2Config, out: str, helm: bool, resources: str | None, namespace: str | None) -> None:
     """Compile the pipeline for the profile (IR YAML that the KFP UI and API accept)."""
+    import yaml
+
+    from gr2.pipeline.resources import pipeline_resources
     from pipelines.submit import compile_pipeline
 
     written = [compile_pipeline(cfg, out)]
     if helm:
         written.append(compile_pipeline(cfg, HELM_COPY))
+    if resources:
+        docs = pipeline_resources(written[0].read_text(), namespace or cfg.pipeline.namespace, cfg.profile)
+        Path(resources).parent.mkdir(parents=True, exist_ok=True)
+        Path(resources).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        written.append(Path(resources))
     click.echo("\n".join(f"wrote {p}" for p in written))
 
 

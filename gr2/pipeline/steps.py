@@ -339,7 +339,7 @@ def reject_data(report: str) -> None:
 
 
 def log_metrics(artifact: Any, values: Mapping[str, float]) -> None:
-    """Log ``values`` on a KFP ``Metrics`` artefact, with names the UI accepts (letters, digits, ``._-``).
+    """Log ``values`` on a KFP ``Metrics`` artefact, with plain names (letters, digits, ``._@-``).
 
     >>> class M:
     ...     logged, path = {}, None
@@ -349,7 +349,7 @@ def log_metrics(artifact: Any, values: Mapping[str, float]) -> None:
     """
     import re
 
-    clean = {re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_.-]", "_", k)).strip("_"): float(v) for k, v in values.items()}
+    clean = {re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_.@-]", "_", k)).strip("_"): float(v) for k, v in values.items()}
     for name, value in clean.items():
         artifact.log_metric(name, value)
     path = getattr(artifact, "path", None)

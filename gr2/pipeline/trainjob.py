@@ -97,7 +97,7 @@ def trainjob_schema(crd_file: str | Path) -> dict[str, Any]:
 def pruned_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
     """Fields of ``obj`` that the API server would silently drop (not in the structural schema).
 
-    >>> pruned_fields({"a": 1, "b": {"c": 2}}, {"properties": {"b": {"properties": {}}}})
+    >>> pruned_fields({"metadata": {"name": "x"}, "a": 1, "b": {"c": 2}}, {"properties": {"b": {"properties": {}}}})
     ['.a', '.b.c']
     """
     if schema.get("x-kubernetes-preserve-unknown-fields"):
@@ -107,7 +107,7 @@ def pruned_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]
         if props is None and isinstance(extra, dict):
             return [p for k, v in obj.items() for p in pruned_fields(v, extra, f"{path}.{k}")]
         props = props or {}
-        return [p for k, v in obj.items()
+        return [p for k, v in obj.items() if not (path == "" and k == "metadata")  # ObjectMeta: never pruned
                 for p in ([f"{path}.{k}"] if k not in props else pruned_fields(v, props[k], f"{path}.{k}"))]
     if isinstance(obj, list) and isinstance(schema.get("items"), dict):
         return [p for i, v in enumerate(obj) for p in pruned_fields(v, schema["items"], f"{path}[{i}]")]
@@ -120,7 +120,7 @@ def validate_trainjob(obj: dict[str, Any], crd_file: str | Path) -> None:
 
     schema = trainjob_schema(crd_file)
     jsonschema.validate(obj, schema)
-    dropped = [p for p in pruned_fields(obj, schema) if not p.startswith(".metadata.")]
+    dropped = pruned_fields(obj, schema)
     if dropped:
         raise jsonschema.ValidationError(f"fields not in the {KIND} schema (the API server would drop them): "
                                          f"{dropped}")
