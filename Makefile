@@ -1,4 +1,4 @@
-# gr2: `make demo` runs the main job, `make test` the test suite; both create .venv on first use.
+# gr2: `make demo` runs the main job (the Kubeflow pipeline, locally), `make test` the test suite; both create .venv on first use.
 VENV ?= .venv
 PROFILE ?= default
 RUN_DIR ?= runs/$(PROFILE)
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/gr2 demo --profile $(PROFILE) --run-dir $(RUN_DIR)
+	$(VENV)/bin/gr2 pipeline run --local --profile $(PROFILE) --run-dir $(RUN_DIR)
 
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

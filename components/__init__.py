@@ -1,1 +1,5 @@
-"""Kubeflow Pipelines components: thin typed adapters over the gr2 stage functions."""
+"""Kubeflow Pipelines components: thin typed adapters over :mod:`gr2.pipeline.steps`, one folder each.
+
+Stages the report's method has but gr2 does not yet (RL with DAPO, internalization, on-policy distillation,
+the compressor) get a component when their ``gr2`` stage lands.
+"""

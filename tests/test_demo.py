@@ -1,33 +1,17 @@
-"""The main job (`gr2 demo`) end to end at smoke size: every step runs and leaves its artefacts."""
+"""`gr2 demo` is the pipeline run locally (tests/test_pipeline.py runs it end to end)."""
 
 from __future__ import annotations
 
-import json
-
-import pytest
 from click.testing import CliRunner
 
 from gr2.cli import main
-from gr2.config import load_config
-from gr2.demo import STEPS, run_demo
-from gr2.paths import RunPaths
-
-pytestmark = pytest.mark.slow
 
 
-def test_smoke_demo_runs_every_step(tmp_path) -> None:
-    result = CliRunner().invoke(main, ["demo", "--profile", "smoke", "--run-dir", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    for i, step in enumerate(STEPS, start=1):
-        assert f"[{i}/{len(STEPS)}] {step.name}:" in result.output
-    paths = RunPaths.of(tmp_path)
-    assert json.loads((paths.validation / "validation.json").read_text())["success"] is True
-    sid = json.loads((paths.sid / "report.json").read_text())["metrics"]
-    assert sid["uniqueness_final"] == 1.0
-    assert (paths.eval / "baselines.md").exists() and (paths.eval / "train_stages.md").exists()
-    assert (paths.train / "reasoning" / "model" / "config.json").exists()
+def test_demo_is_the_local_pipeline_run() -> None:
+    result = CliRunner().invoke(main, ["demo", "--help"])
+    assert result.exit_code == 0 and "pipeline, with kfp.local" in result.output
 
 
-def test_unknown_step_is_named() -> None:
-    with pytest.raises(ValueError, match="unknown step 'nope'"):
-        run_demo(load_config("smoke"), from_step="nope")
+def test_from_step_is_replaced_by_the_cache() -> None:
+    result = CliRunner().invoke(main, ["demo", "--profile", "smoke", "--from-step", "midtrain"])
+    assert result.exit_code == 1 and "reuses every cached step" in result.output

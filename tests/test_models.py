@@ -10,6 +10,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
 
+from gr2.models.config import ModelConfig
 from gr2.models.factory import ModelLoadError, build_offline_checkpoint, count_parameters, load_model
 from gr2.models.scoring import (
     SIDTrie,
@@ -26,7 +27,6 @@ from gr2.models.tokenizer import (
     strip_sid_tokens,
     train_corpus_tokenizer,
 )
-from gr2.train.config import ModelConfig
 
 torch.set_num_threads(2)
 SID_TOKENS = [f"<s_{lvl}_{c}>" for lvl in "abc" for c in range(8)]

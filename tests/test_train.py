@@ -17,11 +17,12 @@ from trl import SFTTrainer
 
 from gr2.cli import main
 from gr2.config import GR2Config, load_config
+from gr2.models.config import ModelConfig
 from gr2.models.factory import build_offline_checkpoint, load_model
 from gr2.models.scoring import encode_plain, render_prompt
 from gr2.paths import RunPaths
 from gr2.sid.sidmap import SIDMap
-from gr2.train.config import MidtrainConfig, ModelConfig, OptimConfig
+from gr2.train.config import MidtrainConfig, OptimConfig
 from gr2.train.reasoning import weighted_example
 from gr2.train.sft import WEIGHTS, WeightedCollator, WeightedSFTTrainer, sft_args
 from gr2.train.tasks import Catalog, build_examples, next_item_prompt, task_counts

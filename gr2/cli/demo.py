@@ -1,4 +1,4 @@
-"""``gr2 demo``: the main job, every stage in order on one run directory."""
+"""``gr2 demo``: the main job, which is the Kubeflow pipeline run locally (= ``gr2 pipeline run --local``)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from gr2.cli.common import GR2Config, config_options, fail
 
 
 @click.command(name="demo")
-@click.option("--from-step", default=None, help="Resume from this step (earlier artefacts must exist).")
+@click.option("--from-step", default=None, hidden=True)
+@click.option("--source", default="", help="Dataset folder (GroupLens/RecBole layout or canonical Parquet).")
 @config_options
-def group(cfg: GR2Config, from_step: str | None) -> None:
-    """Run every stage end to end on the profile's dataset (default: MovieLens 100K)."""
-    from gr2.data.schema import DataError
-    from gr2.demo import run_demo
+def group(cfg: GR2Config, from_step: str | None, source: str) -> None:
+    """Run every stage end to end (the pipeline, with kfp.local); a rerun resumes from the cache."""
+    from pipelines.local import run_local
 
-    click.echo(f"gr2 demo: profile {cfg.profile}, run dir {cfg.run_dir}")
-    try:
-        timings = run_demo(cfg, from_step, echo=click.echo)
-    except (DataError, ValueError, RuntimeError) as err:
-        fail(str(err))
-    click.echo(f"done in {sum(timings.values()):.1f} s; artefacts in {cfg.run_dir}")
+    if from_step is not None:
+        fail("--from-step is gone: `gr2 demo` runs the pipeline, and a rerun reuses every cached step, so it "
+             "resumes at the first step whose inputs changed or that failed")
+    click.echo(f"gr2 demo (= gr2 pipeline run --local): profile {cfg.profile}, run dir {cfg.run_dir}")
+    result = run_local(cfg, cfg.run_dir, source_path=source, echo=click.echo)
+    if result.report:
+        click.echo(f"report: {result.report}")
+    if not result.succeeded:
+        fail(f"{result.error} (artefacts and pipeline_run.json in {result.run_dir})")
+    click.echo(f"done in {result.seconds:.1f} s; artefacts in {result.run_dir}")

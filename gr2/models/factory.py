@@ -22,8 +22,8 @@ from transformers import (
     Qwen3Config,
 )
 
+from gr2.models.config import ModelConfig
 from gr2.models.tokenizer import add_sid_tokens, ensure_chat_ready, train_corpus_tokenizer
-from gr2.train.config import ModelConfig
 
 _ARCHITECTURES = {"qwen2": Qwen2Config, "qwen3": Qwen3Config}
 

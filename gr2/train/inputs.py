@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +19,62 @@ class TrainInputError(ValueError):
     """A file a training stage needs is missing or unusable; the message says which command makes it."""
 
 
+@dataclass(frozen=True)
+class StageInputs:
+    """The artefacts the training and evaluation stages read, as explicit paths.
+
+    ``StageInputs.of_run(run_dir)`` is the run-directory layout (what the ``gr2 train`` commands use); the
+    pipeline passes the paths of its input artefacts instead.
+    """
+
+    dataset: Path  # canonical dataset folder (interactions, items, users)
+    sid_map: Path  # sid_map.parquet
+    samples: Path  # folder with the re-ranking samples, {split}.parquet
+
+    @classmethod
+    def of_run(cls, run_dir: str | Path) -> StageInputs:
+        paths = RunPaths.of(run_dir)
+        return cls(dataset=paths.raw, sid_map=paths.sid / "sid_map.parquet", samples=paths.samples)
+
+    def load_sid_map(self) -> Any:
+        from gr2.sid.sidmap import SIDMap
+
+        if not self.sid_map.exists():
+            raise TrainInputError(f"{self.sid_map}: not found; run `gr2 sid train` first")
+        return SIDMap.load(self.sid_map)
+
+    def load_dataset(self) -> Dataset:
+        if not any((self.dataset / f"interactions.{ext}").exists() for ext in ("parquet", "csv")):
+            raise TrainInputError(f"{self.dataset}: no dataset; run `gr2 data fetch` first")
+        return Dataset.load(self.dataset)
+
+    def load_samples(self, split: str) -> pd.DataFrame:
+        """One split of the legacy-protocol samples (list columns as lists of ints)."""
+        from gr2.rerank.samples import LIST_COLUMNS, SAMPLE_COLUMNS, SamplesError
+
+        path = self.samples / f"{split}.parquet"
+        if not path.exists():
+            raise SamplesError(f"{path}: not found; run `gr2 samples build` first")
+        frame = pd.read_parquet(path)
+        missing = [c for c in SAMPLE_COLUMNS if c not in frame]
+        if missing:
+            raise SamplesError(f"{path}: missing column(s) {missing}")
+        for column in LIST_COLUMNS:
+            frame[column] = [list(map(int, v)) for v in frame[column]]
+        return frame
+
+
 def sid_map_path(cfg: GR2Config) -> Path:
-    return RunPaths.of(cfg.run_dir).sid / "sid_map.parquet"
+    return StageInputs.of_run(cfg.run_dir).sid_map
 
 
 def load_sid_map(cfg: GR2Config) -> Any:
     """The run's SID map (``gr2 sid train`` writes it)."""
-    from gr2.sid.sidmap import SIDMap
-
-    path = sid_map_path(cfg)
-    if not path.exists():
-        raise TrainInputError(f"{path}: not found; run `gr2 sid train` first")
-    return SIDMap.load(path)
+    return StageInputs.of_run(cfg.run_dir).load_sid_map()
 
 
 def load_dataset(cfg: GR2Config) -> Dataset:
-    raw = RunPaths.of(cfg.run_dir).raw
-    if not (raw / "interactions.parquet").exists() and not (raw / "interactions.csv").exists():
-        raise TrainInputError(f"{raw}: no dataset; run `gr2 data fetch` first")
-    return Dataset.load(raw)
+    return StageInputs.of_run(cfg.run_dir).load_dataset()
 
 
 def run_protocol(cfg: GR2Config) -> ProtocolSplit:

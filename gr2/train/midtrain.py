@@ -25,14 +25,7 @@ from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
 from gr2.train.corpus import corpus_texts
 from gr2.train.evaluate import next_item_rankings, next_item_recall, sid_title_accuracy
-from gr2.train.inputs import (
-    learnable_sequences,
-    load_dataset,
-    load_sid_map,
-    run_protocol,
-    sid_map_path,
-    validation_positions,
-)
+from gr2.train.inputs import StageInputs, learnable_sequences, validation_positions
 from gr2.train.sft import loss_curve, resume_checkpoint, sft_args, stage_fingerprint
 from gr2.train.tasks import Catalog, build_examples
 
@@ -51,12 +44,12 @@ def stage_dir(cfg: GR2Config, stage: str) -> Path:
     return RunPaths.of(cfg.run_dir).train / stage
 
 
-def prepare_base_model(cfg: GR2Config, corpus: list[str]) -> str:
-    """``train.model.base_model`` when set, else the run's offline checkpoint (built once, reused after)."""
+def prepare_base_model(cfg: GR2Config, corpus: list[str], base: Path | None = None) -> str:
+    """``train.model.base_model`` when set, else the offline checkpoint in ``base`` (built once, reused after)."""
     mc = cfg.train.model
     if mc.base_model:
         return mc.base_model
-    base = stage_dir(cfg, "base")
+    base = base or stage_dir(cfg, "base")
     card = base / "gr2_model.json"
     wanted = {"config": mc.model_dump(), "seed": cfg.seed}
     if card.exists() and (base / "model.safetensors").exists():
@@ -70,14 +63,15 @@ def prepare_base_model(cfg: GR2Config, corpus: list[str]) -> str:
 
 
 def validation_metrics(cfg: GR2Config, lm: LoadedModel, sid_map: Any, catalog: Catalog,
-                       positions: list[tuple[list[int], int]], items: Any) -> dict[str, Any]:
+                       positions: list[tuple[list[int], int]], items: Any,
+                       inputs: StageInputs | None = None) -> dict[str, Any]:
     """Next-item Recall@k, SID -> title accuracy and (with samples) candidate ranking by likelihood."""
     mc = cfg.train.midtrain
     out: dict[str, Any] = {
         "next_item": next_item_recall(lm, sid_map, positions, k=mc.recall_k),
         "sid_to_title": sid_title_accuracy(lm, sid_map, catalog, mc.eval_titles, mc.title_choices, cfg.seed),
     }
-    samples = _validation_samples(cfg, mc.eval_users)
+    samples = _validation_samples(cfg, inputs or StageInputs.of_run(cfg.run_dir), mc.eval_users)
     if samples is not None:
         from gr2.rerank.metrics import evaluate_rankings
 
@@ -87,13 +81,13 @@ def validation_metrics(cfg: GR2Config, lm: LoadedModel, sid_map: Any, catalog: C
     return out
 
 
-def _validation_samples(cfg: GR2Config, limit: int) -> Any:
+def _validation_samples(cfg: GR2Config, inputs: StageInputs, limit: int) -> Any:
     try:
-        from gr2.rerank.samples import SamplesError, load_samples
+        from gr2.rerank.samples import SamplesError
     except ImportError:
         return None
     try:
-        frame = load_samples(cfg.run_dir, "validation")
+        frame = inputs.load_samples("validation")
     except SamplesError:
         return None
     from gr2.train.inputs import subsample
@@ -101,30 +95,38 @@ def _validation_samples(cfg: GR2Config, limit: int) -> Any:
     return subsample(frame, limit, cfg.seed)
 
 
-def run_midtrain(cfg: GR2Config) -> MidtrainArtifacts:
-    """Mid-train the base model on the SID task mixture; write ``train/midtrain/{model,metrics.json,summary.md}``."""
+def run_midtrain(cfg: GR2Config, inputs: StageInputs | None = None, out_dir: str | Path | None = None
+                 ) -> MidtrainArtifacts:
+    """Mid-train the base model on the SID task mixture; write ``{model,metrics.json,summary.md}`` to ``out_dir``.
+
+    ``inputs`` and ``out_dir`` default to the run directory (``train/midtrain``). Under ``torchrun`` every rank
+    runs this function: rank 0 builds the offline base model first, and only rank 0 writes files.
+    """
     started = time.time()
     torch.set_num_threads(cfg.train.threads)
     set_seed(cfg.seed)
     mc = cfg.train.midtrain
-    out = stage_dir(cfg, "midtrain")
-    sid_map = load_sid_map(cfg)
-    data = load_dataset(cfg)
-    protocol = run_protocol(cfg)
+    inputs = inputs or StageInputs.of_run(cfg.run_dir)
+    out = Path(out_dir) if out_dir is not None else stage_dir(cfg, "midtrain")
+    sid_map = inputs.load_sid_map()
+    data = inputs.load_dataset()
+    protocol = inputs.load_protocol(cfg)
     catalog = Catalog.build(data.items, sid_map)
     examples = build_examples(learnable_sequences(protocol), catalog, sid_map, mc, cfg.seed)
-    base = prepare_base_model(cfg, corpus_texts(cfg, examples, catalog))
+    args = sft_args(mc.optim, out / "checkpoints", cfg.seed, completion_only_loss=mc.completion_only_loss)
+    with args.main_process_first(desc="offline base model"):
+        base_dir = out / "base" if out_dir is not None else stage_dir(cfg, "base")
+        base = prepare_base_model(cfg, corpus_texts(cfg, examples, catalog, inputs), base_dir)
     lm = load_model(base, sid_map.all_tokens(), seed=cfg.seed)
     positions = validation_positions(protocol, mc.history_length, mc.eval_users, cfg.seed)
 
-    before = validation_metrics(cfg, lm, sid_map, catalog, positions, data.items)
-    args = sft_args(mc.optim, out / "checkpoints", cfg.seed, completion_only_loss=mc.completion_only_loss)
+    before = validation_metrics(cfg, lm, sid_map, catalog, positions, data.items, inputs)
     dataset = HFDataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     trainer = SFTTrainer(model=lm.model, args=args, train_dataset=dataset, processing_class=lm.tokenizer)
     checkpoint = resume_checkpoint(out / "checkpoints", mc.optim.resume, stage_fingerprint(cfg, "midtrain"))
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out / "model"))
-    after = validation_metrics(cfg, lm, sid_map, catalog, positions, data.items)
+    after = validation_metrics(cfg, lm, sid_map, catalog, positions, data.items, inputs)
 
     curve = loss_curve(trainer.state.log_history)
     metrics = {
@@ -141,11 +143,12 @@ def run_midtrain(cfg: GR2Config) -> MidtrainArtifacts:
         "validation_before": before,
         "validation_after": after,
         "wall_time_s": round(time.time() - started, 1),
+        "world_size": args.world_size,
     }
-    metrics_path = out / "metrics.json"
-    write_metrics(metrics_path, metrics, cfg, [RunPaths.of(cfg.run_dir).raw, sid_map_path(cfg)])
-    summary = out / "summary.md"
-    summary.write_text(_summary(metrics, mc.recall_k))
+    metrics_path, summary = out / "metrics.json", out / "summary.md"
+    if trainer.is_world_process_zero():
+        write_metrics(metrics_path, metrics, cfg, [inputs.dataset, inputs.sid_map])
+        summary.write_text(_summary(metrics, mc.recall_k))
     return MidtrainArtifacts(model=out / "model", base_model=base, metrics=metrics_path, summary=summary)
 
 

@@ -31,6 +31,7 @@ from gr2.models.factory import load_model
 from gr2.models.tokenizer import THINK_CLOSE, THINK_OPEN
 from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
+from gr2.train.inputs import StageInputs
 from gr2.train.sft import (
     WEIGHTS,
     WeightedCollator,
@@ -124,15 +125,17 @@ def trace_examples(traces: pd.DataFrame, samples: pd.DataFrame, items: pd.DataFr
     return out
 
 
-def midtrain_mix(cfg: GR2Config, sid_map: Any, tokenizer: PreTrainedTokenizerBase, n: int) -> list[dict[str, Any]]:
+def midtrain_mix(cfg: GR2Config, sid_map: Any, tokenizer: PreTrainedTokenizerBase, n: int,
+                 inputs: StageInputs | None = None) -> list[dict[str, Any]]:
     """``n`` fresh mid-training examples (another seed than mid-training), tokenized at weight 1."""
-    from gr2.train.inputs import learnable_sequences, load_dataset, run_protocol
+    from gr2.train.inputs import learnable_sequences
     from gr2.train.tasks import Catalog, build_examples
 
     if n <= 0:
         return []
-    data = load_dataset(cfg)
-    examples = build_examples(learnable_sequences(run_protocol(cfg)), Catalog.build(data.items, sid_map),
+    inputs = inputs or StageInputs.of_run(cfg.run_dir)
+    data = inputs.load_dataset()
+    examples = build_examples(learnable_sequences(inputs.load_protocol(cfg)), Catalog.build(data.items, sid_map),
                               sid_map, cfg.train.midtrain, cfg.seed + 1, total=n)
     full = not cfg.train.midtrain.completion_only_loss
     return [{**weighted_example(tokenizer, e["prompt"], e["completion"][0]["content"], 1.0, 1.0, full_sequence=full,
@@ -140,15 +143,15 @@ def midtrain_mix(cfg: GR2Config, sid_map: Any, tokenizer: PreTrainedTokenizerBas
             for e in examples]
 
 
-def validation_metrics(cfg: GR2Config, lm: Any, sid_map: Any, items: pd.DataFrame) -> dict[str, Any]:
+def validation_metrics(cfg: GR2Config, lm: Any, sid_map: Any, items: pd.DataFrame,
+                       inputs: StageInputs | None = None) -> dict[str, Any]:
     """Likelihood ranking in the re-ranking prompt and decoded rankings on validation samples."""
     from gr2.rerank.metrics import evaluate_rankings
-    from gr2.rerank.samples import load_samples
     from gr2.train.evaluate import generated_rankings, rerank_likelihood_rankings
     from gr2.train.inputs import subsample
 
     rc = cfg.train.reasoning
-    samples = load_samples(cfg.run_dir, "validation")
+    samples = (inputs or StageInputs.of_run(cfg.run_dir)).load_samples("validation")
     out: dict[str, Any] = {}
     if rc.eval_samples:
         sub = subsample(samples, rc.eval_samples, cfg.seed)
@@ -165,19 +168,22 @@ def validation_metrics(cfg: GR2Config, lm: Any, sid_map: Any, items: pd.DataFram
     return out
 
 
-def run_reasoning(cfg: GR2Config) -> ReasoningArtifacts:
-    """SFT the mid-trained model on accepted traces; write ``train/reasoning/{model,metrics.json,summary.md}``."""
-    from gr2.rerank.samples import load_samples
-    from gr2.train.inputs import load_dataset, load_sid_map, sid_map_path
+def run_reasoning(cfg: GR2Config, inputs: StageInputs | None = None, midtrain_model: str | Path | None = None,
+                  traces_file: str | Path | None = None, out_dir: str | Path | None = None) -> ReasoningArtifacts:
+    """SFT the mid-trained model on accepted traces; write ``{model,metrics.json,summary.md}`` to ``out_dir``.
 
+    Every path defaults to the run directory (``train/midtrain/model``, ``train/traces/traces.parquet``,
+    ``train/reasoning``).
+    """
     started = time.time()
     torch.set_num_threads(cfg.train.threads)
     set_seed(cfg.seed)
     rc = cfg.train.reasoning
     paths = RunPaths.of(cfg.run_dir)
-    out = paths.train / "reasoning"
-    traces_file = paths.train / "traces" / "traces.parquet"
-    mid_model = paths.train / "midtrain" / "model"
+    inputs = inputs or StageInputs.of_run(cfg.run_dir)
+    out = Path(out_dir) if out_dir is not None else paths.train / "reasoning"
+    traces_file = Path(traces_file) if traces_file is not None else paths.train / "traces" / "traces.parquet"
+    mid_model = Path(midtrain_model) if midtrain_model is not None else paths.train / "midtrain" / "model"
     if not traces_file.exists():
         raise ReasoningInputError(f"{traces_file}: not found; run `gr2 train traces` first")
     if not (mid_model / "config.json").exists():
@@ -185,14 +191,14 @@ def run_reasoning(cfg: GR2Config) -> ReasoningArtifacts:
     traces = pd.read_parquet(traces_file)
     if not traces["accepted"].any():
         raise ReasoningInputError(f"{traces_file}: no accepted trace to train on")
-    sid_map = load_sid_map(cfg)
-    items = load_dataset(cfg).items
+    sid_map = inputs.load_sid_map()
+    items = inputs.load_dataset().items
     lm = load_model(mid_model, sid_map.all_tokens(), seed=cfg.seed)
-    samples = load_samples(cfg.run_dir, cfg.train.traces.split)
+    samples = inputs.load_samples(cfg.train.traces.split)
 
     examples = trace_examples(traces, samples, items, sid_map, lm.tokenizer, cfg)
     n_traces = sum(e["kind"] == "reasoning" for e in examples)
-    examples += midtrain_mix(cfg, sid_map, lm.tokenizer, round(rc.midtrain_mix * n_traces))
+    examples += midtrain_mix(cfg, sid_map, lm.tokenizer, round(rc.midtrain_mix * n_traces), inputs)
     kept = [e for e in examples if any(w > 0 for w in e[WEIGHTS])]  # cut so short that no target is left
     dropped, examples = len(examples) - len(kept), kept
     order = np.random.default_rng(cfg.seed).permutation(len(examples))
@@ -215,13 +221,14 @@ def run_reasoning(cfg: GR2Config) -> ReasoningArtifacts:
         "steps": trainer.state.global_step,
         "final_loss": curve[-1]["loss"] if curve else None,
         "loss_curve": curve,
-        "validation": validation_metrics(cfg, lm, sid_map, items),
+        "validation": validation_metrics(cfg, lm, sid_map, items, inputs),
         "wall_time_s": round(time.time() - started, 1),
+        "world_size": args.world_size,
     }
-    metrics_path = out / "metrics.json"
-    write_metrics(metrics_path, metrics, cfg, [traces_file, sid_map_path(cfg)])
-    summary = out / "summary.md"
-    summary.write_text(_summary(metrics))
+    metrics_path, summary = out / "metrics.json", out / "summary.md"
+    if trainer.is_world_process_zero():
+        write_metrics(metrics_path, metrics, cfg, [traces_file, inputs.sid_map])
+        summary.write_text(_summary(metrics))
     return ReasoningArtifacts(model=out / "model", metrics=metrics_path, summary=summary)
 
 

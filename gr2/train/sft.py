@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ logger = logging.getLogger(__name__)
 
 
 def sft_args(optim: OptimConfig, output_dir: Path, seed: int, **overrides: Any) -> SFTConfig:
-    """TRL's ``SFTConfig`` for a CPU stage (no bf16, no gradient checkpointing, no reporting)."""
+    """TRL's ``SFTConfig`` for a CPU stage (no bf16, no gradient checkpointing, no reporting).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the same stage trains with DDP; on CPU over gloo.
+    """
     kwargs: dict[str, Any] = {
         "output_dir": str(output_dir),
         "max_steps": optim.max_steps,
@@ -49,6 +53,8 @@ def sft_args(optim: OptimConfig, output_dir: Path, seed: int, **overrides: Any) 
         "disable_tqdm": False,
         "eval_strategy": "no",
     }
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        kwargs["ddp_backend"] = "gloo"  # torchrun on CPU: NCCL needs GPUs
     kwargs.update(overrides)
     return SFTConfig(**kwargs)
 
@@ -79,7 +85,7 @@ def resume_checkpoint(output_dir: Path, resume: bool, fingerprint: str | None = 
         if previous != fingerprint:
             stale = [p for p in output_dir.glob("checkpoint-*") if p.is_dir()]
             for path in stale:
-                shutil.rmtree(path)
+                shutil.rmtree(path, ignore_errors=True)  # every DDP rank runs this
             if stale:
                 logger.warning("removed %d checkpoint(s) of %s trained with another configuration", len(stale),
                                output_dir)

@@ -10,7 +10,7 @@ incoming order on the same subset). Written as JSON + Markdown to ``RunPaths.eva
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import torch
 from gr2.config import GR2Config
 from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
+from gr2.train.inputs import StageInputs
 
 COLUMNS = ("strict R@1", "R@3", "N@3", "strict N@3", "MRR", "identity_rate", "invalid_rate")
 
@@ -35,7 +36,7 @@ class StageTableArtifacts:
     rows: list[dict[str, Any]]
 
 
-def _row(name: str, model: str, method: str, samples: pd.DataFrame, rankings: list[list[int]],
+def stage_row(name: str, model: str, method: str, samples: pd.DataFrame, rankings: list[list[int]],
          valid: list[bool] | None = None, base: pd.DataFrame | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Metrics of one method, its R@1 bootstrap CI (users resampled) and its paired R@1 lift over ``base``."""
     from gr2.rerank.metrics import bootstrap_ci, evaluate_rankings, paired_lift, per_sample_metrics
@@ -51,28 +52,35 @@ def _row(name: str, model: str, method: str, samples: pd.DataFrame, rankings: li
     return row, frame
 
 
-def run_stage_table(cfg: GR2Config) -> StageTableArtifacts:
-    """Score every available stage on ``train.eval.split`` and write the table."""
+def run_stage_table(cfg: GR2Config, inputs: StageInputs | None = None, models: Mapping[str, Path] | None = None,
+                    out_dir: str | Path | None = None) -> StageTableArtifacts:
+    """Score every available stage on ``train.eval.split`` and write the table.
+
+    ``models`` maps stage name (``mid-training``, ``reasoning SFT``) to a checkpoint folder; it, ``inputs`` and
+    ``out_dir`` default to the run directory (``train/<stage>/model``, ``eval/``).
+    """
     from gr2.models.factory import load_model
-    from gr2.rerank.samples import load_samples
     from gr2.train.evaluate import generated_rankings, next_item_rankings, rerank_likelihood_rankings
-    from gr2.train.inputs import TrainInputError, load_dataset, load_sid_map, sid_map_path, subsample
+    from gr2.train.inputs import TrainInputError, subsample
 
     started = time.time()
     torch.set_num_threads(cfg.train.threads)
     ec = cfg.train.eval
     paths = RunPaths.of(cfg.run_dir)
-    samples = subsample(load_samples(cfg.run_dir, ec.split), ec.max_samples, cfg.seed)
+    inputs = inputs or StageInputs.of_run(cfg.run_dir)
+    out = Path(out_dir) if out_dir is not None else paths.eval
+    samples = subsample(inputs.load_samples(ec.split), ec.max_samples, cfg.seed)
     gen = subsample(samples, ec.max_generate, cfg.seed)
     incoming = [[int(c) for c in cands] for cands in samples["candidates"]]
-    first, base = _row("incoming order", "legacy pre-ranker", "as given", samples, incoming)
+    first, base = stage_row("incoming order", "legacy pre-ranker", "as given", samples, incoming)
     rows = [first]
-    stages = [("mid-training", paths.train / "midtrain" / "model"),
-              ("reasoning SFT", paths.train / "reasoning" / "model")]
+    models = models or {"mid-training": paths.train / "midtrain" / "model",
+                        "reasoning SFT": paths.train / "reasoning" / "model"}
+    stages = [(name, Path(d)) for name, d in models.items()]
     if not any((d / "config.json").exists() for _, d in stages):
-        raise TrainInputError(f"{paths.train}: no trained stage; run `gr2 train midtrain` first")
-    sid_map = load_sid_map(cfg)
-    items = load_dataset(cfg).items
+        raise TrainInputError(f"{[str(d) for _, d in stages]}: no trained stage; run `gr2 train midtrain` first")
+    sid_map = inputs.load_sid_map()
+    items = inputs.load_dataset().items
     history = cfg.train.midtrain.history_length
     for stage, model_dir in stages:
         if not (model_dir / "config.json").exists():
@@ -83,24 +91,25 @@ def run_stage_table(cfg: GR2Config) -> StageTableArtifacts:
             ("likelihood, re-ranking prompt", lambda lm=lm: rerank_likelihood_rankings(lm, sid_map, samples, items)),
         ]
         for method, score in scorers:
-            rows.append(_row(stage, str(model_dir), method, samples, score(), base=base)[0])
+            rows.append(stage_row(stage, str(model_dir), method, samples, score(), base=base)[0])
         if stage == "reasoning SFT" and len(gen):
             rankings, flags = generated_rankings(lm, sid_map, gen, items, "reasoning", ec.max_new_tokens,
                                                  ec.batch_size)
             gen_incoming = [[int(c) for c in cands] for cands in gen["candidates"]]
-            gen_row, gen_base = _row("incoming order", "legacy pre-ranker", "as given (decoding subset)", gen,
+            gen_row, gen_base = stage_row("incoming order", "legacy pre-ranker", "as given (decoding subset)", gen,
                                      gen_incoming)
             rows.append(gen_row)
-            rows.append(_row(stage, str(model_dir), "decoded with reasoning", gen, rankings,
+            rows.append(stage_row(stage, str(model_dir), "decoded with reasoning", gen, rankings,
                              valid=[f["valid"] for f in flags], base=gen_base)[0])
     record = {"split": ec.split, "rows": rows, "wall_time_s": round(time.time() - started, 1)}
-    json_path = paths.eval / "train_stages.json"
-    write_metrics(json_path, record, cfg, [paths.samples / f"{ec.split}.parquet", sid_map_path(cfg)])
+    json_path = out / "train_stages.json"
+    write_metrics(json_path, record, cfg, [inputs.samples / f"{ec.split}.parquet", inputs.sid_map])
     md = stage_table_markdown(rows, ec.split)
-    md_path = paths.eval / "train_stages.md"
+    md_path = out / "train_stages.md"
     md_path.write_text(md)
-    paths.train.mkdir(parents=True, exist_ok=True)
-    (paths.train / "stages.md").write_text(md)
+    if out_dir is None:
+        paths.train.mkdir(parents=True, exist_ok=True)
+        (paths.train / "stages.md").write_text(md)
     return StageTableArtifacts(json=json_path, markdown=md_path, rows=rows)
 
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from gr2.config import GR2Config
 from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
+from gr2.train.inputs import StageInputs
 from gr2.train.teachers import OpenAITeacher, Teacher, TeacherError
 
 TRACE_COLUMNS = ("sample_id", "target", "target_position", "accepted", "source", "tries", "reasoning",
@@ -142,17 +143,22 @@ def _read_partial(path: Path, fingerprint: str) -> tuple[list[dict[str, Any]], C
     return rows, events
 
 
-def run_traces(cfg: GR2Config) -> TracesArtifacts:
-    """Trace the configured samples; write ``train/traces/{traces.parquet,metrics.json,summary.md}``."""
-    from gr2.rerank.samples import load_samples
-    from gr2.train.inputs import load_dataset, load_sid_map, sid_map_path, subsample
+def run_traces(cfg: GR2Config, inputs: StageInputs | None = None, out_dir: str | Path | None = None
+               ) -> TracesArtifacts:
+    """Trace the configured samples; write ``{traces.parquet,metrics.json,summary.md}`` to ``out_dir``.
+
+    ``inputs`` and ``out_dir`` default to the run directory (``train/traces``). The feature-grounded teacher
+    reads its Feast features from the run directory (``cfg.run_dir``).
+    """
+    from gr2.train.inputs import subsample
 
     tc = cfg.train.traces
-    out = RunPaths.of(cfg.run_dir).train / "traces"
+    inputs = inputs or StageInputs.of_run(cfg.run_dir)
+    out = Path(out_dir) if out_dir is not None else RunPaths.of(cfg.run_dir).train / "traces"
     out.mkdir(parents=True, exist_ok=True)
-    samples = subsample(load_samples(cfg.run_dir, tc.split), tc.max_samples, cfg.seed)
-    sid_map = load_sid_map(cfg)
-    teacher = make_teacher(cfg, load_dataset(cfg).items, sid_map, samples)
+    samples = subsample(inputs.load_samples(tc.split), tc.max_samples, cfg.seed)
+    sid_map = inputs.load_sid_map()
+    teacher = make_teacher(cfg, inputs.load_dataset().items, sid_map, samples)
 
     partial = out / "traces.partial.jsonl"
     fingerprint = _fingerprint(cfg, tc.split)
@@ -182,8 +188,7 @@ def run_traces(cfg: GR2Config) -> TracesArtifacts:
     stats["reasoning_chars_mean"] = float(np.mean([len(t) for t in frame.loc[frame["accepted"], "reasoning"]])) \
         if frame["accepted"].any() else None
     metrics_path = out / "metrics.json"
-    write_metrics(metrics_path, stats, cfg, [RunPaths.of(cfg.run_dir).samples / f"{tc.split}.parquet",
-                                            sid_map_path(cfg)])
+    write_metrics(metrics_path, stats, cfg, [inputs.samples / f"{tc.split}.parquet", inputs.sid_map])
     summary = out / "summary.md"
     summary.write_text(_summary(stats, tc.max_tries))
     return TracesArtifacts(traces=traces_path, metrics=metrics_path, summary=summary)

@@ -1,0 +1,3 @@
+from components.baselines.component import baselines
+
+__all__ = ["baselines"]

@@ -1,0 +1,3 @@
+from components.build_samples.component import build_samples
+
+__all__ = ["build_samples"]

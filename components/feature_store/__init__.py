@@ -1,0 +1,3 @@
+from components.feature_store.component import feature_store
+
+__all__ = ["feature_store"]

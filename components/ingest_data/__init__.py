@@ -1,0 +1,3 @@
+from components.ingest_data.component import ingest_data
+
+__all__ = ["ingest_data"]

@@ -1,0 +1,3 @@
+from components.midtrain.component import midtrain
+
+__all__ = ["midtrain"]

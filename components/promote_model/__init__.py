@@ -1,0 +1,3 @@
+from components.promote_model.component import promote_model
+
+__all__ = ["promote_model"]

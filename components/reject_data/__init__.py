@@ -1,0 +1,3 @@
+from components.reject_data.component import reject_data
+
+__all__ = ["reject_data"]

@@ -1,0 +1,3 @@
+from components.sid_tokenizer.component import sid_tokenizer
+
+__all__ = ["sid_tokenizer"]

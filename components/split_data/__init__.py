@@ -1,0 +1,3 @@
+from components.split_data.component import split_data
+
+__all__ = ["split_data"]

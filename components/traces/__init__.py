@@ -1,0 +1,3 @@
+from components.traces.component import traces
+
+__all__ = ["traces"]

@@ -1,0 +1,40 @@
+"""The promotion gate: does the serving model beat the incoming order on validation by ``min_lift``?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gr2.config import GR2Config
+from gr2.train.inputs import StageInputs
+
+SERVING_METHOD = "likelihood, re-ranking prompt"  # how the exported model ranks candidates
+
+
+def promotion_gate(cfg: GR2Config, inputs: StageInputs, model_dir: str | Path, min_lift: float) -> dict[str, Any]:
+    """Paired R@1 lift (users resampled for the CI) of ``model_dir`` over the incoming order on validation."""
+    from gr2.models.factory import load_model
+    from gr2.train.evaluate import rerank_likelihood_rankings
+    from gr2.train.inputs import subsample
+    from gr2.train.stages import stage_row
+
+    torch.set_num_threads(cfg.train.threads)
+    samples = subsample(inputs.load_samples("validation"), cfg.pipeline.gate_samples, cfg.seed)
+    if samples.empty:
+        raise ValueError("no validation samples to gate the promotion on")
+    sid_map = inputs.load_sid_map()
+    lm = load_model(model_dir, sid_map.all_tokens())
+    rankings = rerank_likelihood_rankings(lm, sid_map, samples, inputs.load_dataset().items)
+    incoming = [[int(c) for c in cands] for cands in samples["candidates"]]
+    base_row, base = stage_row("incoming order", "legacy pre-ranker", "as given", samples, incoming)
+    row, _ = stage_row("serving", str(model_dir), SERVING_METHOD, samples, rankings, base=base)
+    lift = row["R@1_lift_vs_incoming"]
+    return {
+        "decision": "promote" if lift["abs"] >= min_lift else "hold",
+        "split": "validation", "method": SERVING_METHOD, "samples": len(samples),
+        "incoming_R@1": float(base_row["R@1"]), "serving_R@1": float(row["R@1"]),
+        "lift": float(lift["abs"]), "lift_lo": float(lift["abs_lo"]), "lift_hi": float(lift["abs_hi"]),
+        "min_lift": float(min_lift),
+    }
