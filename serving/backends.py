@@ -24,17 +24,19 @@ class Backend(Protocol):
 
 
 class TritonBackend:
-    """Forwards each request to the ``gr2-reranker`` model of a Triton server over gRPC.
+    """Forwards each request to the ``gr2-reranker`` model of a Triton server (HTTP, binary tensors).
+
+    Not gRPC: ``tritonclient.grpc`` and ``kserve`` register the same protobuf symbols and cannot share a process.
 
     The Triton model reads item features from its own bundle (``catalog`` is not sent) and runs the mode
     it was exported with; histories travel in the ``history`` input, padded with -1.
     """
 
     def __init__(self, url: str, model_name: str, timeout_s: float) -> None:
-        import tritonclient.grpc as grpcclient
+        import tritonclient.http as httpclient
 
-        self._grpc = grpcclient
-        self.client = grpcclient.InferenceServerClient(url=url)
+        self._http = httpclient
+        self.client = httpclient.InferenceServerClient(url=url, network_timeout=timeout_s)
         self.model_name, self.timeout_s = model_name, timeout_s
 
     def rerank(self, candidates: np.ndarray, histories: Sequence[Sequence[int]], mode: str = "score",
@@ -48,11 +50,11 @@ class TritonBackend:
         inputs = []
         for name, array in (("candidates", candidates.astype(np.int64)), ("user_id", np.zeros(b, np.int64)),
                             ("history", history)):
-            tensor = self._grpc.InferInput(name, list(array.shape), "INT64")
+            tensor = self._http.InferInput(name, list(array.shape), "INT64")
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
-        outputs = [self._grpc.InferRequestedOutput(name) for name in OUTPUTS]
-        res = self.client.infer(self.model_name, inputs, outputs=outputs, client_timeout=self.timeout_s)
+        outputs = [self._http.InferRequestedOutput(name) for name in OUTPUTS]
+        res = self.client.infer(self.model_name, inputs, outputs=outputs)
         ranking = res.as_numpy("ranking")
         fallback = res.as_numpy("fallback").astype(bool)
         return RerankResult(ranking, res.as_numpy("scores"), fallback, np.zeros(b, np.int64), np.zeros(b, bool),
