@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gr2.models.bundle import BundleError, ServingManifest, write_serving_bundle
 from gr2.models.constrained import ConstraintError, RankingAutomaton
 from gr2.models.factory import build_offline_checkpoint
-from gr2.models.reranker import UNSCORED, Reranker, RerankError
+from gr2.models.reranker import UNSCORED, ItemCatalog, Reranker, RerankError
 from gr2.rerank.format import build_messages
 from gr2.sid.sidmap import SIDMap
 from gr2.train.config import ModelConfig
@@ -114,3 +114,13 @@ def test_random_weights_still_decode_permutations(reranker: Reranker, seed: int,
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(saved[n])
+
+
+@pytest.mark.parametrize("mode", ["score", "generate", "reason"])
+def test_short_labels_without_sids_also_decode_permutations(reranker: Reranker, mode: str) -> None:
+    """A bundle with ``with_sids: false`` names candidates [A], [B], ...: multi-token, same guarantees."""
+    plain = Reranker(reranker.lm, ItemCatalog(ITEMS, None), ServingManifest(model_version="t", with_sids=False),
+                     think_tokens=4)
+    cands = np.array([[3, 1, 4, 15, 9, 2, 6, 5, 35, 8]])
+    out = plain.rerank(cands, [[7, 1]], mode)
+    assert _is_permutation(out.ranking, cands) and not out.invalid.any() and not out.fallback.any()
