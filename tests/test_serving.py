@@ -33,8 +33,9 @@ JSON = {"content-type": "application/json"}
 
 
 def run_fresh(code: str) -> str:
-    """Run ``code`` in a new interpreter: kserve and tritonclient.grpc register the same protobuf symbols and
-    cannot be imported into one process, so in-process server objects live outside the test process."""
+    """Run ``code`` in a new interpreter and return its stdout. kserve and tritonclient.grpc register the same
+    protobuf symbols and cannot share a process, so the test process imports neither (whatever other test
+    modules import): server objects and the gRPC client live in fresh interpreters."""
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True,
                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
@@ -99,30 +100,36 @@ def test_ready_only_when_model_and_feature_store_are_loaded(server, serving_run:
 
 
 def test_tritonclient_grpc_gets_permutations_and_the_request_id(server, catalog_ids) -> None:
-    import tritonclient.grpc as grpcclient  # not at module level: see run_fresh
-
     _, grpc, _ = server
-    client = grpcclient.InferenceServerClient(grpc)
-    assert client.is_server_ready() and client.is_model_ready(MODEL_NAME)
     cands = _rows(catalog_ids, b=3)
-    inputs = [grpcclient.InferInput("candidates", list(cands.shape), "INT64"),
-              grpcclient.InferInput("user_id", [3], "INT64")]
-    inputs[0].set_data_from_numpy(cands)
-    inputs[1].set_data_from_numpy(np.array([1, 2, 3], dtype=np.int64))
-    res = client.infer(MODEL_NAME, inputs, request_id="grpc-42")
-    assert res.get_response().id == "grpc-42"
-    assert _is_permutation(res.as_numpy("ranking"), cands)
-    assert res.as_numpy("scores").dtype == np.float32 and res.as_numpy("scores").shape == cands.shape
-    assert res.as_numpy("fallback").tolist() == [False] * 3
-    assert res.as_numpy("model_version").tolist() == [b"smoke-1"] * 3
-    bad = grpcclient.InferInput("candidates", [1, 2], "INT64")
-    bad.set_data_from_numpy(np.array([[5, 5]], dtype=np.int64))
-    with pytest.raises(Exception, match=r"INVALID_ARGUMENT.*'user_id' must have shape \[1\]"):
-        client.infer(MODEL_NAME, [bad, inputs[1]])
-    one_user = grpcclient.InferInput("user_id", [1], "INT64")
-    one_user.set_data_from_numpy(np.array([1], dtype=np.int64))
-    with pytest.raises(Exception, match=r"INVALID_ARGUMENT.*duplicate items \[5\]"):
-        client.infer(MODEL_NAME, [bad, one_user])
+    out = run_fresh(f"""
+        import numpy as np
+        import pytest
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient({grpc!r})
+        assert client.is_server_ready() and client.is_model_ready({MODEL_NAME!r})
+        cands = np.array({cands.tolist()}, dtype=np.int64)
+        inputs = [grpcclient.InferInput("candidates", list(cands.shape), "INT64"),
+                  grpcclient.InferInput("user_id", [3], "INT64")]
+        inputs[0].set_data_from_numpy(cands)
+        inputs[1].set_data_from_numpy(np.array([1, 2, 3], dtype=np.int64))
+        res = client.infer({MODEL_NAME!r}, inputs, request_id="grpc-42")
+        assert res.as_numpy("scores").dtype == np.float32 and res.as_numpy("scores").shape == cands.shape
+        print(res.get_response().id, res.as_numpy("ranking").tolist(), res.as_numpy("fallback").tolist(),
+              res.as_numpy("model_version").tolist(), sep="\\n")
+        bad = grpcclient.InferInput("candidates", [1, 2], "INT64")
+        bad.set_data_from_numpy(np.array([[5, 5]], dtype=np.int64))
+        with pytest.raises(Exception, match=r"INVALID_ARGUMENT.*'user_id' must have shape \\[1\\]"):
+            client.infer({MODEL_NAME!r}, [bad, inputs[1]])
+        one_user = grpcclient.InferInput("user_id", [1], "INT64")
+        one_user.set_data_from_numpy(np.array([1], dtype=np.int64))
+        with pytest.raises(Exception, match=r"INVALID_ARGUMENT.*duplicate items \\[5\\]"):
+            client.infer({MODEL_NAME!r}, [bad, one_user])
+    """)
+    rid, ranking, fallback, versions = out.strip().splitlines()[-4:]
+    assert rid == "grpc-42" and _is_permutation(ast.literal_eval(ranking), cands)
+    assert ast.literal_eval(fallback) == [False] * 3 and ast.literal_eval(versions) == [b"smoke-1"] * 3
 
 
 @pytest.mark.parametrize("binary", [True, False])
