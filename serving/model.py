@@ -14,6 +14,7 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
+from gr2.contract import INPUTS, OUTPUTS
 from gr2.models.bundle import read_manifest
 from gr2.models.reranker import UNSCORED, RerankResult
 from gr2.models.serve_config import ServeConfig
@@ -48,6 +49,13 @@ class GR2Reranker(kserve.Model):
         self.response_log = ResponseLog(self.cfg.response_log, self.cfg.variant) if self.cfg.response_log else None
         self.ready = True
         return self.ready
+
+    def get_input_types(self) -> list[dict]:
+        """Tensor metadata of ``GET /v2/models/<name>`` (the contract's inputs)."""
+        return [{"name": n, "datatype": d, "shape": s} for n, (d, s) in INPUTS.items()]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": n, "datatype": d, "shape": s} for n, (d, s) in OUTPUTS.items()]
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> dict | InferResponse:

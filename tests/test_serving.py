@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from serving_helpers import MODEL_NAME, ROOT, ServingRun, kserve_server
 
 from gr2.cli import main
-from gr2.contract import OUTPUTS, READY_PATH, SERVER_READY_PATH
+from gr2.contract import INPUTS, OUTPUTS, READY_PATH, SERVER_READY_PATH
 from gr2.rerank.samples import load_samples
 from serving.ab import VARIANT_HEADER, choose_variant, route
 
@@ -82,6 +82,9 @@ def test_ready_only_when_model_and_feature_store_are_loaded(server, serving_run:
     url, _, _ = server
     assert requests.get(url + SERVER_READY_PATH, timeout=5).json() == {"ready": True}
     assert requests.get(url + READY_PATH, timeout=5).status_code == 200
+    meta = requests.get(f"{url}/v2/models/{MODEL_NAME}", timeout=5).json()
+    assert {t["name"]: t["datatype"] for t in meta["inputs"]} == {n: d for n, (d, _) in INPUTS.items()}
+    assert {t["name"]: t["datatype"] for t in meta["outputs"]} == {n: d for n, (d, _) in OUTPUTS.items()}
     out = run_fresh(f"""
         import pytest
         from gr2.features.store import FeatureStoreError
