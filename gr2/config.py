@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gr2.data.config import DataConfig
 from gr2.features.config import FeaturesConfig
+from gr2.models.serve_config import ServeConfig
 from gr2.pipeline.config import PipelineConfig
 from gr2.rerank.config import RerankConfig
 from gr2.sid.config import SIDConfig
@@ -44,6 +45,7 @@ class GR2Config(BaseModel):
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
 
 def available_profiles() -> list[str]:

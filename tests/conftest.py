@@ -57,3 +57,11 @@ def copy_run(cfg: GR2Config, target: Path) -> GR2Config:
     """A writable copy of a prepared run's data folder under ``target``."""
     shutil.copytree(RunPaths.of(cfg.run_dir).root / "data", target / "data")
     return cfg.model_copy(update={"run_dir": str(target)})
+
+
+@pytest.fixture(scope="session")
+def serving_run(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory):
+    """SIDs, samples, a materialized Feast store and a smoke serving bundle (tests/serving_helpers.py)."""
+    from serving_helpers import build_serving_run
+
+    return build_serving_run(prepared_run, tmp_path_factory.mktemp("serving_run"))

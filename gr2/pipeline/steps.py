@@ -24,8 +24,8 @@ from gr2.pipeline.config import STEP_NAMES
 # Sections of the settings tree a step must not see: the ones of later steps. Leaving them out of the
 # step's config keeps its cache key unchanged when only a later step's settings change.
 _TRAIN_LATER = {"midtrain": {"traces", "reasoning", "eval"}, "traces": {"reasoning", "eval"}, "reasoning": set()}
-_DATA_STEPS = ("ingest", "validate", "split")
-_FEATURE_STEPS = ("sid", "features", "samples", "baselines")
+_DATA_STEPS = ("ingest", "validate")
+_FEATURE_STEPS = ("split", "sid", "features", "samples", "baselines")  # the protocol (rerank) decides the split
 
 
 class StepError(RuntimeError):
@@ -133,7 +133,7 @@ def split(config: str, dataset: str, split_out: str) -> dict[str, float]:
     from gr2.data.split import split_dataset
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-split-"))
-    art = split_dataset(dataset, split_out, cfg.data.kcore)
+    art = split_dataset(dataset, split_out, cfg.rerank, cfg.data.kcore)
     return _flat(json.loads(art.summary.read_text()))
 
 
@@ -192,10 +192,11 @@ def _baseline_metrics(record: Mapping[str, Any]) -> dict[str, float]:
 
 
 # Steps 7-9: training (in the component's pod, or as a Kubeflow TrainJob) ----------------------------------
-def _inputs(dataset: str, sid_dir: str, samples_dir: str) -> Any:
+def _inputs(dataset: str, split_dir: str, sid_dir: str, samples_dir: str) -> Any:
     from gr2.train.inputs import StageInputs
 
-    return StageInputs(dataset=Path(dataset), sid_map=Path(sid_dir) / "sid_map.parquet", samples=Path(samples_dir))
+    return StageInputs(dataset=Path(dataset), sid_map=Path(sid_dir) / "sid_map.parquet", samples=Path(samples_dir),
+                       split=Path(split_dir))
 
 
 def midtrain(config: str, dataset: str, split_dir: str, sid_dir: str, samples_dir: str, model_out: str,
@@ -208,7 +209,7 @@ def midtrain(config: str, dataset: str, split_dir: str, sid_dir: str, samples_di
                             {"train/midtrain": model_out}, root=cfg.run_dir)
         _handoff(cfg, "midtrain", run)
     else:
-        run_midtrain(cfg, _inputs(dataset, sid_dir, samples_dir), out_dir=model_out)
+        run_midtrain(cfg, _inputs(dataset, split_dir, sid_dir, samples_dir), out_dir=model_out)
     _copy_text(Path(model_out) / "summary.md", summary_out)
     return _training_metrics(Path(model_out) / "metrics.json")
 
@@ -220,7 +221,7 @@ def traces(config: str, dataset: str, split_dir: str, sid_dir: str, repo_dir: st
     # the feature-grounded teacher reads Feast and the split from a run directory: stage one
     run = stage_run_dir({"data/raw": dataset, "data/split": split_dir}, {})
     shutil.copytree(repo_dir, run / "features" / "feature_repo", symlinks=True)  # Feast may touch its registry
-    art = run_traces(load_step_config(config, run), _inputs(dataset, sid_dir, samples_dir), out_dir=traces_out)
+    art = run_traces(load_step_config(config, run), _inputs(dataset, split_dir, sid_dir, samples_dir), out_dir=traces_out)
     _copy_text(art.summary, summary_out)
     return _training_metrics(art.metrics)
 
@@ -236,7 +237,7 @@ def reasoning(config: str, dataset: str, split_dir: str, sid_dir: str, samples_d
                             {"train/reasoning": model_out}, root=cfg.run_dir)
         _handoff(cfg, "reasoning", run)
     else:
-        run_reasoning(cfg, _inputs(dataset, sid_dir, samples_dir), midtrain_model=Path(midtrain_dir) / "model",
+        run_reasoning(cfg, _inputs(dataset, split_dir, sid_dir, samples_dir), midtrain_model=Path(midtrain_dir) / "model",
                       traces_file=Path(traces_dir) / "traces.parquet", out_dir=model_out)
     _copy_text(Path(model_out) / "summary.md", summary_out)
     return _training_metrics(Path(model_out) / "metrics.json")
@@ -264,7 +265,7 @@ def evaluate(config: str, dataset: str, split_dir: str, sid_dir: str, samples_di
     from gr2.train.stages import run_stage_table
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-evaluate-"))
-    inputs = _inputs(dataset, sid_dir, samples_dir)
+    inputs = _inputs(dataset, split_dir, sid_dir, samples_dir)
     table = run_stage_table(cfg, inputs, models={"mid-training": Path(midtrain_dir) / "model",
                                                  "reasoning SFT": Path(reasoning_dir) / "model"}, out_dir=eval_out)
     gate = promotion_gate(cfg, inputs, Path(reasoning_dir) / "model", min_lift)

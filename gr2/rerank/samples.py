@@ -151,18 +151,19 @@ def _positions(frame: pd.DataFrame, seq_idx: dict[int, np.ndarray], catalog: Cat
     return out
 
 
-def load_protocol(cfg: GR2Config) -> ProtocolSplit:
-    """The run's protocol split, recomputed from ``data/split`` (its train part is all that may be learned)."""
-    paths = RunPaths.of(cfg.run_dir)
+def load_protocol(cfg: GR2Config, split_dir: str | Path | None = None) -> ProtocolSplit:
+    """The protocol split, recomputed from ``split_dir`` (default: the run's ``data/split``); its train
+    part is all that may be learned."""
+    split_dir = Path(split_dir) if split_dir is not None else RunPaths.of(cfg.run_dir).split
     try:
-        interactions = load_split_interactions(paths.split)
+        interactions = load_split_interactions(split_dir)
     except FileNotFoundError as err:
         raise SamplesError(str(err)) from err
     protocol = protocol_from_config(interactions, cfg.rerank)
     learnable = int(protocol.learnable_mask.sum())
-    written = len(pd.read_parquet(paths.split / "train.parquet", columns=["user_id"]))
+    written = len(pd.read_parquet(split_dir / "train.parquet", columns=["user_id"]))
     if learnable != written:
-        raise SamplesError(f"{paths.split} was written with other protocol settings ({written} learnable "
+        raise SamplesError(f"{split_dir} was written with other protocol settings ({written} learnable "
                            f"interactions, {learnable} now); rerun `gr2 data split`")
     return protocol
 

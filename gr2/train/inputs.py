@@ -30,11 +30,22 @@ class StageInputs:
     dataset: Path  # canonical dataset folder (interactions, items, users)
     sid_map: Path  # sid_map.parquet
     samples: Path  # folder with the re-ranking samples, {split}.parquet
+    split: Path | None = None  # the protocol's split (train/validation/test.parquet); default: dataset/../split
 
     @classmethod
     def of_run(cls, run_dir: str | Path) -> StageInputs:
         paths = RunPaths.of(run_dir)
-        return cls(dataset=paths.raw, sid_map=paths.sid / "sid_map.parquet", samples=paths.samples)
+        return cls(dataset=paths.raw, sid_map=paths.sid / "sid_map.parquet", samples=paths.samples,
+                   split=paths.split)
+
+    def load_protocol(self, cfg: GR2Config) -> ProtocolSplit:
+        """The evaluation protocol over the split: what every training stage may learn from."""
+        from gr2.rerank.samples import SamplesError, load_protocol
+
+        try:
+            return load_protocol(cfg, self.split or self.dataset.parent / "split")
+        except SamplesError as err:
+            raise TrainInputError(str(err)) from err
 
     def load_sid_map(self) -> Any:
         from gr2.sid.sidmap import SIDMap
@@ -79,12 +90,7 @@ def load_dataset(cfg: GR2Config) -> Dataset:
 
 def run_protocol(cfg: GR2Config) -> ProtocolSplit:
     """The run's evaluation protocol (``gr2 data split``): what every training stage may learn from."""
-    from gr2.rerank.samples import SamplesError, load_protocol
-
-    try:
-        return load_protocol(cfg)
-    except SamplesError as err:
-        raise TrainInputError(str(err)) from err
+    return StageInputs.of_run(cfg.run_dir).load_protocol(cfg)
 
 
 def learnable_sequences(protocol: ProtocolSplit) -> dict[int, list[int]]:
