@@ -108,27 +108,46 @@ def _score_batches(lm: LoadedModel, questions: list[tuple[list[int], list[int], 
     return out
 
 
+def first_label_continuations(lm: LoadedModel, candidates: Sequence[int], labels: dict[int, str]) -> list[list[int]]:
+    """Per candidate c, the tokens of the answer-only reply ``format_answer([c, others...])`` cut right after
+    c's label: every candidate shares the same prefix and differs only in its label tokens."""
+    from gr2.rerank.format import format_answer
+
+    conts = []
+    for c in candidates:
+        text = format_answer([c, *(o for o in candidates if o != c)], labels, None)
+        conts.append(encode_plain(lm.tokenizer, text[: text.index(labels[c]) + len(labels[c])]))
+    return conts
+
+
+def rerank_likelihood_scores(lm: LoadedModel, sid_map: Any, rows: Sequence[dict[str, Any]],
+                             items: pd.DataFrame) -> list[np.ndarray]:
+    """Per row (``history``, ``candidates``), log p(candidate is the first item of the answer-only reply)."""
+    from gr2.rerank.format import build_messages, candidate_labels
+
+    prompts, conts = [], []
+    for row in rows:
+        cands = [int(c) for c in row["candidates"]]
+        labels = dict(zip(cands, candidate_labels(cands, sid_map), strict=True))
+        conts.append(first_label_continuations(lm, cands, labels))
+        prompts.append(render_prompt(lm.tokenizer, build_messages(row, items, sid_map, style="answer")))
+    scores: list[np.ndarray] = []
+    for start in range(0, len(prompts), BATCH):
+        scores += batch_continuation_logprobs(lm.model, prompts[start: start + BATCH], conts[start: start + BATCH])
+    return scores
+
+
 def rerank_likelihood_rankings(
     lm: LoadedModel, sid_map: Any, samples: pd.DataFrame, items: pd.DataFrame
 ) -> list[list[int]]:
-    """Rank candidates by the likelihood of each being the *first* item of the answer-only re-ranking reply.
-
-    The reply for candidate c is ``format_answer([c, others...])`` cut right after c's label, so every
-    candidate shares the same prefix and differs only in its label tokens.
-    """
-    from gr2.rerank.format import build_messages, candidate_labels, format_answer
-
-    questions = []
-    for row in samples.to_dict("records"):
-        cands = [int(c) for c in row["candidates"]]
-        labels = dict(zip(cands, candidate_labels(cands, sid_map), strict=True))
-        conts = []
-        for c in cands:
-            text = format_answer([c, *(o for o in cands if o != c)], labels, None)
-            conts.append(encode_plain(lm.tokenizer, text[: text.index(labels[c]) + len(labels[c])]))
-        questions.append((render_prompt(lm.tokenizer, build_messages(row, items, sid_map, style="answer")), cands,
-                          conts))
-    return _score_batches(lm, questions, "likelihood (re-ranking prompt)")
+    """Rank candidates by the likelihood of each being the *first* item of the answer-only re-ranking reply."""
+    rows = samples.to_dict("records")
+    out = []
+    for start in tqdm(range(0, len(rows), BATCH), desc="likelihood (re-ranking prompt)", leave=False):
+        batch = rows[start: start + BATCH]
+        for row, scores in zip(batch, rerank_likelihood_scores(lm, sid_map, batch, items), strict=True):
+            out.append(_order([int(c) for c in row["candidates"]], scores))
+    return out
 
 
 def generated_rankings(

@@ -1,0 +1,181 @@
+"""The backend-independent re-ranker that KServe and Triton both call: a serving bundle in, rankings out.
+
+Modes: ``score`` (each candidate's log-probability of being the first item of the answer-only reply, one
+forward pass), ``generate`` (answer-only reply, decoded under :mod:`gr2.models.constrained`), ``reason``
+(``<think>`` block, then the constrained ranking). Prompts come from :func:`gr2.rerank.format.build_messages`
+and replies are read by :func:`gr2.rerank.format.parse_ranking`, exactly as in training.
+
+Items the catalog (or the model's vocabulary) does not know keep their incoming position; the other
+candidates are re-ranked in the remaining slots, and the row is flagged (``fallback``, ``unknown_items``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gr2.models.bundle import ServingManifest, read_manifest
+from gr2.models.constrained import RankingAutomaton, ThinkSpec, constrained_generate
+from gr2.models.factory import LoadedModel, load_model
+from gr2.models.scoring import encode_plain, render_prompt
+from gr2.models.tokenizer import IM_END, THINK_CLOSE, THINK_OPEN
+from gr2.rerank.format import SEPARATOR, build_messages, candidate_labels, parse_ranking
+from gr2.train.evaluate import rerank_likelihood_scores
+
+Mode = Literal["score", "generate", "reason"]
+MODES: tuple[str, ...] = ("score", "generate", "reason")
+UNSCORED = -1e9  # score of an item the model did not rank (unknown item, fallback row)
+_SID_TOKEN = re.compile(r"<s_[a-z]+_\d+>")
+
+
+class RerankError(ValueError):
+    """Inputs the re-ranker cannot take (bad shapes, unknown mode)."""
+
+
+class ItemCatalog:
+    """What prompts say about items: a table (title, categories, year) and each item's SID token string."""
+
+    def __init__(self, items: pd.DataFrame, sids: Mapping[int, str] | None) -> None:
+        table = items if items.index.name == "item_id" else items.drop_duplicates("item_id").set_index("item_id")
+        self.items = table
+        self.sids = {int(k): str(v) for k, v in sids.items() if v} if sids is not None else None
+
+    def token_string(self, item_id: int) -> str:
+        assert self.sids is not None
+        return self.sids[int(item_id)]
+
+    def knows(self, item_id: int) -> bool:
+        return item_id in self.items.index and (self.sids is None or item_id in self.sids)
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """One row per request row; ``ranking`` and ``scores`` are aligned (best first)."""
+
+    ranking: np.ndarray  # [B, K] int64, a permutation of each row's candidates
+    scores: np.ndarray  # [B, K] float32, higher is better; UNSCORED for unranked items
+    fallback: np.ndarray  # [B] bool: incoming order kept for some items (unknown items)
+    unknown_items: np.ndarray  # [B] int64: candidates the catalog or the vocabulary does not know
+    invalid: np.ndarray  # [B] bool: the decoded reply did not parse as a valid ranking
+    identity: np.ndarray  # [B] bool: the ranking equals the incoming order
+
+
+class Reranker:
+    """A loaded model, its catalog and prompt settings; :meth:`rerank` is the whole serving computation."""
+
+    def __init__(self, lm: LoadedModel, catalog: ItemCatalog, manifest: ServingManifest,
+                 think_tokens: int = 64) -> None:
+        self.lm, self.catalog, self.manifest = lm, catalog, manifest
+        self.think_tokens = think_tokens
+        self._vocab = lm.tokenizer.get_vocab()
+        tok = lm.tokenizer
+        self._separator = encode_plain(tok, SEPARATOR)
+        self._eos = [i for i in {tok.convert_tokens_to_ids(IM_END), tok.eos_token_id} if i is not None]
+        close_token = self._vocab.get(THINK_CLOSE, -1)
+        self._think = ThinkSpec(open=tuple(encode_plain(tok, THINK_OPEN + "\n")),
+                                close=tuple(encode_plain(tok, "\n" + THINK_CLOSE + "\n")),
+                                close_token=close_token, budget=think_tokens)
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, think_tokens: int = 64) -> Reranker:
+        """Load a serving bundle written by :func:`gr2.models.bundle.write_serving_bundle`."""
+        from gr2.sid.sidmap import SIDMap
+
+        root = Path(path)
+        manifest = read_manifest(root)
+        sid_map = SIDMap.load(root / "sid_map.parquet")
+        lm = load_model(root, sid_map.all_tokens())
+        lm.model.eval()
+        sids = {i: sid_map.token_string(i) for i in sid_map.item_ids} if manifest.with_sids else None
+        return cls(lm, ItemCatalog(pd.read_parquet(root / "items.parquet"), sids), manifest, think_tokens)
+
+    @property
+    def model_version(self) -> str:
+        return self.manifest.model_version
+
+    def _known(self, item_id: int, catalog: ItemCatalog) -> bool:
+        if not catalog.knows(item_id):
+            return False
+        if catalog.sids is None:
+            return True
+        return all(t in self._vocab for t in _SID_TOKEN.findall(catalog.sids[item_id]))
+
+    def rerank(self, candidates: np.ndarray, histories: Sequence[Sequence[int]], mode: Mode = "score",
+               catalog: ItemCatalog | None = None) -> RerankResult:
+        """Re-rank each row of ``candidates`` [B, K] given each user's history (oldest first)."""
+        cands = np.asarray(candidates)
+        if cands.ndim != 2 or cands.shape[1] == 0:
+            raise RerankError(f"candidates must have shape [B, K] with K >= 1, got {list(cands.shape)}")
+        if len(histories) != len(cands):
+            raise RerankError(f"{len(cands)} candidate rows but {len(histories)} histories")
+        if mode not in MODES:
+            raise RerankError(f"mode must be one of {list(MODES)}, got {mode!r}")
+        catalog = catalog or self.catalog
+        b, k = cands.shape
+        ranking, scores = cands.astype(np.int64).copy(), np.full((b, k), UNSCORED, dtype=np.float32)
+        unknown = np.zeros(b, dtype=np.int64)
+        invalid = np.zeros(b, dtype=bool)
+        rows, slots = [], []  # model inputs and the positions of their known candidates
+        for r in range(b):
+            row = [int(c) for c in cands[r]]
+            known = [i for i, c in enumerate(row) if self._known(c, catalog)]
+            unknown[r] = k - len(known)
+            history = [int(h) for h in histories[r] if int(h) >= 0 and self._known(int(h), catalog)]
+            history = history[-self.manifest.history_length:] if self.manifest.history_length else []
+            if len(known) == 1:
+                scores[r, known[0]] = 0.0
+            if len(known) >= 2:
+                rows.append({"history": history, "candidates": [row[i] for i in known]})
+                slots.append((r, known))
+        if rows:
+            labels_of = [self._labels(row["candidates"], catalog) for row in rows]
+            if mode == "score":
+                sid_lookup = catalog if catalog.sids is not None else None
+                found = rerank_likelihood_scores(self.lm, sid_lookup, rows, catalog.items)
+                orders = [list(np.argsort(-s, kind="stable")) for s in found]
+                row_scores = [s[o] for s, o in zip(found, orders, strict=True)]
+            else:
+                orders, row_scores, bad = self._decode(rows, labels_of, catalog, mode)
+                for (r, _), flag in zip(slots, bad, strict=True):
+                    invalid[r] = flag
+            for (r, known), row, order, sc in zip(slots, rows, orders, row_scores, strict=True):
+                for slot, idx, value in zip(known, order, sc, strict=True):
+                    ranking[r, slot] = row["candidates"][idx]
+                    scores[r, slot] = value
+        identity = (ranking == cands).all(axis=1)
+        return RerankResult(ranking, scores, unknown > 0, unknown, invalid, identity)
+
+    def _labels(self, candidates: list[int], catalog: ItemCatalog) -> list[str]:
+        return candidate_labels(candidates, catalog if catalog.sids is not None else None)
+
+    @torch.no_grad()
+    def _decode(self, rows: list[dict], labels_of: list[list[str]], catalog: ItemCatalog,
+                mode: Mode) -> tuple[list[list[int]], list[np.ndarray], list[bool]]:
+        """Constrained decoding: per row the candidate order (indices), cumulative log-probs, invalid flag."""
+        tok = self.lm.tokenizer
+        style = "reasoning" if mode == "reason" else "answer"
+        sid_lookup = catalog if catalog.sids is not None else None
+        prompts = [render_prompt(tok, build_messages(row, catalog.items, sid_lookup, style=style)) for row in rows]
+
+        def automaton(labels: list[str]) -> RankingAutomaton:
+            return RankingAutomaton([encode_plain(tok, lab) for lab in labels], self._separator, self._eos,
+                                    self._think if mode == "reason" else None)
+
+        decoded = constrained_generate(self.lm.model, prompts, [automaton(lab) for lab in labels_of],
+                                       int(tok.pad_token_id), self._eos)
+        orders, row_scores, bad = [], [], []
+        for row, labels, (tokens, item_logp) in zip(rows, labels_of, decoded, strict=True):
+            parsed = parse_ranking(tok.decode(tokens, skip_special_tokens=True), row["candidates"], labels)
+            index = {c: i for i, c in enumerate(row["candidates"])}
+            order = [index[c] for c in parsed.ranking]
+            orders.append(order)
+            row_scores.append(np.asarray([item_logp.get(i, UNSCORED) for i in order], dtype=np.float32))
+            bad.append(not parsed.valid)
+        return orders, row_scores, bad
