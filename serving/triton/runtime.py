@@ -37,9 +37,9 @@ CACHE_ENV = "GR2_TRITON_CACHE"  # overrides the cache directory
 DEFAULT_CACHE = Path.home() / ".cache" / "gr2" / "triton"
 
 # Parameters that control the stub venv: pinned to the calling environment's versions
-STUB_PINNED = ("torch", "transformers", "tokenizers", "safetensors", "huggingface_hub", "pandas", "pyarrow",
-               "pydantic", "pyyaml", "jinja2")
-STUB_EXTRA = ("numpy<2",)  # the Python backend stub is built against numpy 1.x
+STUB_PINNED = ("torch", "transformers", "tokenizers", "safetensors", "huggingface_hub", "pandas", "pydantic",
+               "pyyaml", "jinja2")
+STUB_EXTRA = ("numpy<2", "pyarrow==20.0.0")  # the stub is built against numpy 1.x; pyarrow 21+ needs numpy 2
 
 
 class TritonRuntimeError(RuntimeError):

@@ -1,0 +1,209 @@
+"""The Triton backend: `gr2 export triton`, a real tritonserver on loopback, tritonclient HTTP and gRPC.
+
+The server is the `tritonserver` binary of the PyPI wheel nvidia-pytriton (serving/triton/runtime.py builds
+it and the stub's numpy<2 venv once, under ~/.cache/gr2/triton); the model is a smoke-size serving bundle.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
+
+from gr2.contract import DIAGNOSTIC_OUTPUTS, INPUTS, MODEL_NAME, OPTIONAL_INPUTS, OUTPUTS
+from gr2.models.reranker import Reranker, RerankResult
+from serving.triton.client import TritonBackendError, TritonReranker
+from serving.triton.codec import RequestError, pad_histories, read_request
+from serving.triton.export import ExportError, TritonExportConfig, export_triton
+from serving.triton.runtime import SYSTEM_PYTHON
+
+pytestmark = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.machine() != "x86_64" or not Path(SYSTEM_PYTHON).exists(),
+    reason="the tritonserver wheel is linux x86_64 and its Python stub needs the system python3")
+
+
+# -- requests: rows of 10 catalog items, histories of different lengths, one unknown item --------------------
+
+
+@pytest.fixture(scope="module")
+def requests(serving_bundle: Path) -> tuple[np.ndarray, list[list[int]]]:
+    ids = pd.read_parquet(serving_bundle / "items.parquet")["item_id"].to_numpy()
+    rng = np.random.default_rng(7)
+    cands = np.stack([rng.choice(ids, size=10, replace=False) for _ in range(5)]).astype(np.int64)
+    cands[4, 3] = int(ids.max()) + 1000  # unknown to the catalog: keeps its slot, row flagged
+    histories = [rng.choice(ids, size=n, replace=False).tolist() for n in (0, 3, 8, 15, 5)]
+    return cands, histories
+
+
+@pytest.fixture(scope="module")
+def in_process(serving_bundle: Path) -> Reranker:
+    return Reranker.from_bundle(serving_bundle)
+
+
+@pytest.fixture(scope="module")
+def triton_server(serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    from serving.triton.server import TritonServer
+
+    repo = tmp_path_factory.mktemp("triton") / "repo"
+    export_triton(serving_bundle, repo, TritonExportConfig(torch_threads=torch.get_num_threads()))
+    with TritonServer(repo) as server:
+        yield server
+
+
+def _contract_inputs(lib, cands: np.ndarray, histories: list[list[int]], users: np.ndarray | None = None) -> list:
+    arrays = {"candidates": cands, "user_id": np.arange(len(cands), dtype=np.int64) if users is None else users,
+              "history": pad_histories(histories)}
+    tensors = []
+    for name, array in arrays.items():
+        tensor = lib.InferInput(name, list(array.shape), INPUTS[name][0])
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
+
+
+def _same(remote: RerankResult, local: RerankResult) -> None:
+    assert remote.ranking.tolist() == local.ranking.tolist()
+    np.testing.assert_allclose(remote.scores, local.scores, rtol=1e-4, atol=1e-4)
+    assert remote.fallback.tolist() == local.fallback.tolist()
+    assert remote.unknown_items.tolist() == local.unknown_items.tolist()
+
+
+# -- the exported repository -----------------------------------------------------------------------------------
+
+
+def test_exported_repository_follows_the_contract(serving_bundle: Path, tmp_path: Path) -> None:
+    model = export_triton(serving_bundle, tmp_path / "repo", TritonExportConfig(instance_count=2))
+    assert {p.name for p in (model / "1").iterdir()} == {"model.py", "model.yaml", "bundle"}
+    config = text_format.Parse((model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert config.name == MODEL_NAME and config.backend == "python" and config.max_batch_size == 0
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert config.instance_group[0].count == 2
+    dtype = {v: k.removeprefix("TYPE_") for k, v in model_config_pb2.DataType.items()}
+    got_in = {t.name: (dtype[t.data_type], list(t.dims), t.optional) for t in config.input}
+    assert got_in == {n: ("STRING" if t == "BYTES" else t, d, n in OPTIONAL_INPUTS) for n, (t, d) in INPUTS.items()}
+    got_out = {t.name: (dtype[t.data_type], list(t.dims)) for t in config.output}
+    expected = {**OUTPUTS, **DIAGNOSTIC_OUTPUTS}
+    assert got_out == {n: ("STRING" if t == "BYTES" else t, d) for n, (t, d) in expected.items()}
+
+
+def test_export_refuses_bad_settings(serving_bundle: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="mode must be one of"):
+        export_triton(serving_bundle, tmp_path, TritonExportConfig(mode="fast"))
+    with pytest.raises(ValueError, match="not a gr2 serving bundle"):
+        export_triton(tmp_path, tmp_path / "repo")
+
+
+def test_read_request_names_each_problem() -> None:
+    ok = np.array([[1, 2, 3]])
+    assert read_request(ok, np.array([5]), np.array([[-1, 4, 9]]), 10)[1] == [[4, 9]]
+    for cands, users, hist, message in [
+        (np.array([[1, 2, 2]]), np.array([5]), None, "duplicate item ids: \\[2\\]"),
+        (np.array([[1, -2, 3]]), np.array([5]), None, "negative item id"),
+        (np.zeros((1, 0), dtype=np.int64), np.array([5]), None, "at least one row and one column"),
+        (np.arange(12).reshape(1, 12), np.array([5]), None, "more than the maximum of 10"),
+        (ok, np.array([5, 6]), None, "user_id has 2 entries but candidates has 1 rows"),
+        (ok, np.array([5]), np.array([[1], [2]]), "history must have shape \\[B, H\\] with B = 1"),
+        (ok, np.array([-5]), None, "user_id has a negative id"),
+    ]:
+        with pytest.raises(RequestError, match=message):
+            read_request(cands, users, hist, 10)
+    assert pad_histories([[1, 2], []]).tolist() == [[1, 2], [-1, -1]]
+
+
+# -- the real server -------------------------------------------------------------------------------------------
+
+
+def test_http_and_grpc_rank_like_the_in_process_backend(triton_server, in_process, requests) -> None:
+    cands, histories = requests
+    assert in_process.rerank(cands, histories, "score").fallback.tolist() == [False, False, False, False, True]
+    http = httpclient.InferenceServerClient(triton_server.http_url)
+    grpc = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    assert http.is_server_ready() and http.is_model_ready(MODEL_NAME) and grpc.is_model_ready(MODEL_NAME)
+    for client, lib, rows in ((http, httpclient, slice(0, 3)), (grpc, grpcclient, slice(3, 5))):
+        result = client.infer(MODEL_NAME, _contract_inputs(lib, cands[rows], histories[rows]), request_id="req-7")
+        local = in_process.rerank(cands[rows], histories[rows], "score")  # same rows, same padding
+        response = result.get_response()
+        assert (response["id"] if isinstance(response, dict) else response.id) == "req-7"
+        assert result.as_numpy("ranking").tolist() == local.ranking.tolist()
+        np.testing.assert_allclose(result.as_numpy("scores"), local.scores, rtol=1e-4, atol=1e-4)
+        assert result.as_numpy("fallback").tolist() == local.fallback.tolist()
+        assert [v.decode() for v in result.as_numpy("model_version")] == ["smoke-test-1"] * len(cands[rows])
+
+
+def test_bad_requests_get_errors_and_the_server_keeps_serving(triton_server, requests) -> None:
+    cands, histories = requests
+    http = httpclient.InferenceServerClient(triton_server.http_url)
+    dup = cands[:1].copy()
+    dup[0, 1] = dup[0, 0]
+    neg = cands[:1].copy()
+    neg[0, 2] = -4
+    wide = np.arange(1, 62, dtype=np.int64).reshape(1, 61)
+    cases = [
+        (_contract_inputs(httpclient, dup, histories[:1]), "duplicate item ids"),
+        (_contract_inputs(httpclient, neg, histories[:1]), "negative item id"),
+        (_contract_inputs(httpclient, wide, histories[:1]), "more than the maximum of 50"),
+        (_contract_inputs(httpclient, cands[:2], histories[:2], np.array([1, 2, 3])), "user_id has 3 entries"),
+        (_contract_inputs(httpclient, cands[:1], histories[:1])[1:], "candidates"),  # missing candidates
+    ]
+    floats = httpclient.InferInput("candidates", [1, 10], "FP32")
+    floats.set_data_from_numpy(cands[:1].astype(np.float32))
+    cases.append(([floats, *_contract_inputs(httpclient, cands[:1], histories[:1])[1:]], "FP32"))
+    for inputs, message in cases:
+        with pytest.raises(InferenceServerException, match=message) as err:
+            http.infer(MODEL_NAME, inputs)
+        assert str(err.value.status()) == "400"
+    with pytest.raises(InferenceServerException, match="mode must be one of"):
+        http.infer(MODEL_NAME, _contract_inputs(httpclient, cands[:1], histories[:1]), parameters={"mode": "x"})
+    ok = http.infer(MODEL_NAME, _contract_inputs(httpclient, cands[:1], histories[:1]))
+    assert sorted(ok.as_numpy("ranking")[0].tolist()) == sorted(cands[0].tolist())
+
+
+# -- the KServe server's Triton backend (serve.backend: triton) ----------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_client_backend_returns_the_in_process_result(triton_server, in_process, requests, protocol) -> None:
+    cands, histories = requests
+    url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
+    backend = TritonReranker(url, protocol=protocol)
+    assert backend.is_ready() and backend.model_version == "smoke-test-1"
+    _same(backend.rerank(cands, histories, "score"), in_process.rerank(cands, histories, "score"))
+    with pytest.raises(TritonBackendError, match="duplicate item ids") as err:
+        backend.rerank(np.array([[3, 3]]), [[]])
+    assert err.value.bad_request
+
+
+def test_generate_mode_through_triton_matches_in_process(triton_server, in_process, requests) -> None:
+    cands, histories = requests
+    backend = TritonReranker(triton_server.grpc_url)
+    remote = backend.rerank(cands[1:3], histories[1:3], "generate")
+    local = in_process.rerank(cands[1:3], histories[1:3], "generate")
+    assert remote.ranking.tolist() == local.ranking.tolist()
+    assert remote.invalid.tolist() == local.invalid.tolist()
+
+
+def test_unreachable_triton_is_a_backend_error() -> None:
+    from serving.triton.server import free_port
+
+    backend = TritonReranker(f"127.0.0.1:{free_port()}", protocol="http", timeout_s=2)
+    assert not backend.is_ready()
+    with pytest.raises(TritonBackendError) as err:
+        backend.rerank(np.array([[1, 2]]), [[]])
+    assert not err.value.bad_request
+
+
+def test_runtime_is_cached(tmp_path: Path) -> None:
+    from serving.triton.runtime import ensure_runtime
+
+    runtime = ensure_runtime()
+    assert runtime.tritonserver.exists() and shutil.which("python3", path=str(runtime.stub_venv / "bin"))
