@@ -207,3 +207,18 @@ def test_runtime_is_cached(tmp_path: Path) -> None:
 
     runtime = ensure_runtime()
     assert runtime.tritonserver.exists() and shutil.which("python3", path=str(runtime.stub_venv / "bin"))
+
+
+def test_cli_exports_a_repository(serving_bundle: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from gr2.cli import main
+
+    out = CliRunner().invoke(main, ["export", "triton", "--model", str(serving_bundle), "--out", str(tmp_path / "r"),
+                                    "--mode", "generate", "--instances", "2", "--reference-bundle"])
+    assert out.exit_code == 0, out.output
+    settings = (tmp_path / "r" / MODEL_NAME / "1" / "model.yaml").read_text()
+    assert "mode: generate" in settings and f"bundle: {serving_bundle.resolve()}" in settings
+    assert not (tmp_path / "r" / MODEL_NAME / "1" / "bundle").exists()
+    bad = CliRunner().invoke(main, ["export", "triton", "--model", str(tmp_path), "--out", str(tmp_path / "s")])
+    assert bad.exit_code == 1 and "not a gr2 serving bundle" in bad.output
