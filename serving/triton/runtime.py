@@ -15,6 +15,7 @@ Two pieces, each built once and reused (a marker file records what was built):
 
 from __future__ import annotations
 
+import ctypes.util
 import fcntl
 import importlib.metadata
 import json
@@ -157,6 +158,9 @@ def ensure_runtime(root: Path | None = None, python: str = SYSTEM_PYTHON) -> Tri
     """Build (first call) or reuse (later calls) the Triton server and the stub venv under ``root``."""
     root = Path(root) if root else cache_dir()
     version = _system_python_version(python)
+    if ctypes.util.find_library(f"python{version}") is None:
+        raise TritonRuntimeError(f"libpython{version}.so not found; the Python backend stub links it "
+                                 f"(Debian: apt-get install libpython{version})")
     with _locked(root):
         server_dir = _install_server(root, version)
         venv = _install_stub_venv(root, python)
