@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gr2.data.config import DataConfig
 from gr2.features.config import FeaturesConfig
+from gr2.models.serve_config import ServeConfig
 from gr2.rerank.config import RerankConfig
 from gr2.sid.config import SIDConfig
 from gr2.train.config import TrainConfig
@@ -42,6 +43,7 @@ class GR2Config(BaseModel):
     sid: SIDConfig = Field(default_factory=SIDConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
 
 def available_profiles() -> list[str]:

@@ -56,6 +56,7 @@ def test_score_mode_ranks_like_the_training_evaluation(reranker: Reranker) -> No
     assert _is_permutation(out.ranking, cands) and out.ranking.dtype == np.int64
     assert not out.fallback.any() and out.unknown_items.tolist() == [0, 0] and not out.invalid.any()
     assert (np.diff(out.scores, axis=1) <= 0).all() and (out.scores < 0).all()
+    assert set(out.timings) == {"prompt_build", "model", "parse"} and out.timings["model"] > 0
     samples = pd.DataFrame({"history": [h[-5:] for h in hist], "candidates": list(cands)})
     assert out.ranking.tolist() == rerank_likelihood_rankings(reranker.lm, SIDS, samples, ITEMS)
 

@@ -12,8 +12,10 @@ candidates are re-ranked in the remaining slots, and the row is flagged (``fallb
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +29,7 @@ from gr2.models.factory import LoadedModel, load_model
 from gr2.models.scoring import encode_plain, render_prompt
 from gr2.models.tokenizer import IM_END, THINK_CLOSE, THINK_OPEN
 from gr2.rerank.format import SEPARATOR, build_messages, candidate_labels, parse_ranking
-from gr2.train.evaluate import rerank_likelihood_scores
+from gr2.train.evaluate import rerank_likelihood_questions, score_questions
 
 Mode = Literal["score", "generate", "reason"]
 MODES: tuple[str, ...] = ("score", "generate", "reason")
@@ -65,6 +67,16 @@ class RerankResult:
     unknown_items: np.ndarray  # [B] int64: candidates the catalog or the vocabulary does not know
     invalid: np.ndarray  # [B] bool: the decoded reply did not parse as a valid ranking
     identity: np.ndarray  # [B] bool: the ranking equals the incoming order
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: prompt_build, model, parse
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
 
 
 class Reranker:
@@ -122,6 +134,7 @@ class Reranker:
         ranking, scores = cands.astype(np.int64).copy(), np.full((b, k), UNSCORED, dtype=np.float32)
         unknown = np.zeros(b, dtype=np.int64)
         invalid = np.zeros(b, dtype=bool)
+        timings: dict[str, float] = {}
         rows, slots = [], []  # model inputs and the positions of their known candidates
         for r in range(b):
             row = [int(c) for c in cands[r]]
@@ -135,47 +148,60 @@ class Reranker:
                 rows.append({"history": history, "candidates": [row[i] for i in known]})
                 slots.append((r, known))
         if rows:
-            labels_of = [self._labels(row["candidates"], catalog) for row in rows]
             if mode == "score":
-                sid_lookup = catalog if catalog.sids is not None else None
-                found = rerank_likelihood_scores(self.lm, sid_lookup, rows, catalog.items)
-                orders = [list(np.argsort(-s, kind="stable")) for s in found]
-                row_scores = [s[o] for s, o in zip(found, orders, strict=True)]
+                orders, row_scores = self._score(rows, catalog, timings)
             else:
-                orders, row_scores, bad = self._decode(rows, labels_of, catalog, mode)
+                orders, row_scores, bad = self._decode(rows, catalog, mode, timings)
                 for (r, _), flag in zip(slots, bad, strict=True):
                     invalid[r] = flag
-            for (r, known), row, order, sc in zip(slots, rows, orders, row_scores, strict=True):
-                for slot, idx, value in zip(known, order, sc, strict=True):
-                    ranking[r, slot] = row["candidates"][idx]
-                    scores[r, slot] = value
+            with _timed(timings, "parse"):
+                for (r, known), row, order, sc in zip(slots, rows, orders, row_scores, strict=True):
+                    for slot, idx, value in zip(known, order, sc, strict=True):
+                        ranking[r, slot] = row["candidates"][idx]
+                        scores[r, slot] = value
         identity = (ranking == cands).all(axis=1)
-        return RerankResult(ranking, scores, unknown > 0, unknown, invalid, identity)
+        return RerankResult(ranking, scores, unknown > 0, unknown, invalid, identity, timings)
 
-    def _labels(self, candidates: list[int], catalog: ItemCatalog) -> list[str]:
-        return candidate_labels(candidates, catalog if catalog.sids is not None else None)
+    def _score(self, rows: list[dict], catalog: ItemCatalog,
+               timings: dict[str, float]) -> tuple[list[list[int]], list[np.ndarray]]:
+        """Likelihood of each candidate opening the answer: per row the order (indices) and sorted scores."""
+        sid_lookup = catalog if catalog.sids is not None else None
+        with _timed(timings, "prompt_build"):
+            prompts, conts = rerank_likelihood_questions(self.lm, sid_lookup, rows, catalog.items)
+        with _timed(timings, "model"):
+            found = score_questions(self.lm, prompts, conts)
+        with _timed(timings, "parse"):
+            orders = [list(np.argsort(-s, kind="stable")) for s in found]
+            return orders, [s[o] for s, o in zip(found, orders, strict=True)]
 
     @torch.no_grad()
-    def _decode(self, rows: list[dict], labels_of: list[list[str]], catalog: ItemCatalog,
-                mode: Mode) -> tuple[list[list[int]], list[np.ndarray], list[bool]]:
+    def _decode(self, rows: list[dict], catalog: ItemCatalog, mode: Mode,
+                timings: dict[str, float]) -> tuple[list[list[int]], list[np.ndarray], list[bool]]:
         """Constrained decoding: per row the candidate order (indices), cumulative log-probs, invalid flag."""
         tok = self.lm.tokenizer
         style = "reasoning" if mode == "reason" else "answer"
         sid_lookup = catalog if catalog.sids is not None else None
-        prompts = [render_prompt(tok, build_messages(row, catalog.items, sid_lookup, style=style)) for row in rows]
+        with _timed(timings, "prompt_build"):
+            prompts = [render_prompt(tok, build_messages(row, catalog.items, sid_lookup, style=style))
+                       for row in rows]
+            labels_of = [candidate_labels(row["candidates"], sid_lookup) for row in rows]
+            automata = [RankingAutomaton([encode_plain(tok, lab) for lab in labels], self._separator, self._eos,
+                                         self._think if mode == "reason" else None) for labels in labels_of]
+        with _timed(timings, "model"):
+            decoded = constrained_generate(self.lm.model, prompts, automata, int(tok.pad_token_id), self._eos)
+        return self._read(rows, labels_of, decoded, timings)
 
-        def automaton(labels: list[str]) -> RankingAutomaton:
-            return RankingAutomaton([encode_plain(tok, lab) for lab in labels], self._separator, self._eos,
-                                    self._think if mode == "reason" else None)
-
-        decoded = constrained_generate(self.lm.model, prompts, [automaton(lab) for lab in labels_of],
-                                       int(tok.pad_token_id), self._eos)
+    def _read(self, rows: list[dict], labels_of: list[list[str]], decoded: list[tuple[list[int], dict[int, float]]],
+              timings: dict[str, float]) -> tuple[list[list[int]], list[np.ndarray], list[bool]]:
+        """Read each decoded reply with the training-time parser."""
         orders, row_scores, bad = [], [], []
-        for row, labels, (tokens, item_logp) in zip(rows, labels_of, decoded, strict=True):
-            parsed = parse_ranking(tok.decode(tokens, skip_special_tokens=True), row["candidates"], labels)
-            index = {c: i for i, c in enumerate(row["candidates"])}
-            order = [index[c] for c in parsed.ranking]
-            orders.append(order)
-            row_scores.append(np.asarray([item_logp.get(i, UNSCORED) for i in order], dtype=np.float32))
-            bad.append(not parsed.valid)
+        with _timed(timings, "parse"):
+            for row, labels, (tokens, item_logp) in zip(rows, labels_of, decoded, strict=True):
+                text = self.lm.tokenizer.decode(tokens, skip_special_tokens=True)
+                parsed = parse_ranking(text, row["candidates"], labels)
+                index = {c: i for i, c in enumerate(row["candidates"])}
+                order = [index[c] for c in parsed.ranking]
+                orders.append(order)
+                row_scores.append(np.asarray([item_logp.get(i, UNSCORED) for i in order], dtype=np.float32))
+                bad.append(not parsed.valid)
         return orders, row_scores, bad

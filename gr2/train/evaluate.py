@@ -120,9 +120,9 @@ def first_label_continuations(lm: LoadedModel, candidates: Sequence[int], labels
     return conts
 
 
-def rerank_likelihood_scores(lm: LoadedModel, sid_map: Any, rows: Sequence[dict[str, Any]],
-                             items: pd.DataFrame) -> list[np.ndarray]:
-    """Per row (``history``, ``candidates``), log p(candidate is the first item of the answer-only reply)."""
+def rerank_likelihood_questions(lm: LoadedModel, sid_map: Any, rows: Sequence[dict[str, Any]], items: pd.DataFrame,
+                                ) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """Per row (``history``, ``candidates``): the answer-only prompt and each candidate's first-label tokens."""
     from gr2.rerank.format import build_messages, candidate_labels
 
     prompts, conts = [], []
@@ -131,10 +131,22 @@ def rerank_likelihood_scores(lm: LoadedModel, sid_map: Any, rows: Sequence[dict[
         labels = dict(zip(cands, candidate_labels(cands, sid_map), strict=True))
         conts.append(first_label_continuations(lm, cands, labels))
         prompts.append(render_prompt(lm.tokenizer, build_messages(row, items, sid_map, style="answer")))
+    return prompts, conts
+
+
+def score_questions(lm: LoadedModel, prompts: Sequence[Sequence[int]],
+                    conts: Sequence[Sequence[Sequence[int]]]) -> list[np.ndarray]:
+    """log p(continuation | prompt) for every continuation of every prompt, ``BATCH`` prompts at a time."""
     scores: list[np.ndarray] = []
     for start in range(0, len(prompts), BATCH):
         scores += batch_continuation_logprobs(lm.model, prompts[start: start + BATCH], conts[start: start + BATCH])
     return scores
+
+
+def rerank_likelihood_scores(lm: LoadedModel, sid_map: Any, rows: Sequence[dict[str, Any]],
+                             items: pd.DataFrame) -> list[np.ndarray]:
+    """Per row (``history``, ``candidates``), log p(candidate is the first item of the answer-only reply)."""
+    return score_questions(lm, *rerank_likelihood_questions(lm, sid_map, rows, items))
 
 
 def rerank_likelihood_rankings(
