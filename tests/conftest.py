@@ -60,25 +60,8 @@ def copy_run(cfg: GR2Config, target: Path) -> GR2Config:
 
 
 @pytest.fixture(scope="session")
-def serving_bundle(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A serving bundle at smoke size: the prepared run's catalog, its smoke-profile SIDs (``gr2 sid train``)
-    and an untrained offline Qwen3 checkpoint. Treat as read-only."""
-    import pandas as pd
+def serving_run(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory):
+    """SIDs, samples, a materialized Feast store and a smoke serving bundle (tests/serving_helpers.py)."""
+    from serving_helpers import build_serving_run
 
-    from gr2.models.bundle import ServingManifest, write_serving_bundle
-    from gr2.models.factory import build_offline_checkpoint
-    from gr2.rerank.format import build_messages
-    from gr2.sid.train import train_sid
-
-    root = tmp_path_factory.mktemp("serving_bundle")
-    cfg = copy_run(prepared_run, root / "run")
-    sid_map = train_sid(cfg).sid_map
-    items = pd.read_parquet(RunPaths.of(cfg.run_dir).raw / "items.parquet")
-    ids = items["item_id"].tolist()
-    corpus = [m["content"] for i in range(40) for m in build_messages(
-        {"history": ids[i:i + 5], "candidates": ids[i + 5:i + 15]}, items, sid_map, style="reasoning",
-        reasoning="likes these", ranking=ids[i + 5:i + 15][::-1])]
-    base = build_offline_checkpoint(cfg.train.model, corpus, root / "base", seed=cfg.seed)
-    return write_serving_bundle(base, RunPaths.of(cfg.run_dir).sid / "sid_map.parquet", items, root / "bundle",
-                                ServingManifest(model_version="smoke-test-1",
-                                                history_length=cfg.features.history_length))
+    return build_serving_run(prepared_run, tmp_path_factory.mktemp("serving_run"))

@@ -20,6 +20,7 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from gr2.contract import DIAGNOSTIC_OUTPUTS, INPUTS, MODEL_NAME, OPTIONAL_INPUTS, OUTPUTS
+from gr2.models.bundle import read_manifest
 from gr2.models.reranker import Reranker, RerankResult
 from serving.triton.client import TritonBackendError, TritonReranker
 from serving.triton.codec import RequestError, pad_histories, read_request
@@ -29,6 +30,12 @@ from serving.triton.runtime import SYSTEM_PYTHON
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.machine() != "x86_64" or not Path(SYSTEM_PYTHON).exists(),
     reason="the tritonserver wheel is linux x86_64 and its Python stub needs the system python3")
+
+
+@pytest.fixture(scope="module")
+def serving_bundle(serving_run) -> Path:
+    """The smoke serving bundle shared with the KServe tests (conftest ``serving_run``)."""
+    return serving_run.bundle
 
 
 # -- requests: rows of 10 catalog items, histories of different lengths, one unknown item --------------------
@@ -122,7 +129,8 @@ def test_read_request_names_each_problem() -> None:
 # -- the real server -------------------------------------------------------------------------------------------
 
 
-def test_http_and_grpc_rank_like_the_in_process_backend(triton_server, in_process, requests) -> None:
+def test_http_and_grpc_rank_like_the_in_process_backend(triton_server, in_process, requests,
+                                                        serving_bundle) -> None:
     cands, histories = requests
     assert in_process.rerank(cands, histories, "score").fallback.tolist() == [False, False, False, False, True]
     http = httpclient.InferenceServerClient(triton_server.http_url)
@@ -136,7 +144,7 @@ def test_http_and_grpc_rank_like_the_in_process_backend(triton_server, in_proces
         assert result.as_numpy("ranking").tolist() == local.ranking.tolist()
         np.testing.assert_allclose(result.as_numpy("scores"), local.scores, rtol=1e-4, atol=1e-4)
         assert result.as_numpy("fallback").tolist() == local.fallback.tolist()
-        assert [v.decode() for v in result.as_numpy("model_version")] == ["smoke-test-1"] * len(cands[rows])
+        assert [v.decode() for v in result.as_numpy("model_version")] == [read_manifest(serving_bundle).model_version] * len(cands[rows])
 
 
 def test_bad_requests_get_errors_and_the_server_keeps_serving(triton_server, requests) -> None:
@@ -171,11 +179,12 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(triton_server, req
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_client_backend_returns_the_in_process_result(triton_server, in_process, requests, protocol) -> None:
+def test_client_backend_returns_the_in_process_result(triton_server, in_process, requests, protocol,
+                                                      serving_bundle) -> None:
     cands, histories = requests
     url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
     backend = TritonReranker(url, protocol=protocol)
-    assert backend.is_ready() and backend.model_version == "smoke-test-1"
+    assert backend.is_ready() and backend.model_version == read_manifest(serving_bundle).model_version
     _same(backend.rerank(cands, histories, "score"), in_process.rerank(cands, histories, "score"))
     with pytest.raises(TritonBackendError, match="duplicate item ids") as err:
         backend.rerank(np.array([[3, 3]]), [[]])
@@ -184,7 +193,7 @@ def test_client_backend_returns_the_in_process_result(triton_server, in_process,
 
 def test_generate_mode_through_triton_matches_in_process(triton_server, in_process, requests) -> None:
     cands, histories = requests
-    backend = TritonReranker(triton_server.grpc_url)
+    backend = TritonReranker(triton_server.grpc_url, protocol="grpc")
     remote = backend.rerank(cands[1:3], histories[1:3], "generate")
     local = in_process.rerank(cands[1:3], histories[1:3], "generate")
     assert remote.ranking.tolist() == local.ranking.tolist()
@@ -235,3 +244,15 @@ def test_cli_exports_a_repository(serving_bundle: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "r" / MODEL_NAME / "1" / "bundle").exists()
     bad = CliRunner().invoke(main, ["export", "triton", "--model", str(tmp_path), "--out", str(tmp_path / "s")])
     assert bad.exit_code == 1 and "not a gr2 serving bundle" in bad.output
+
+
+def test_kserve_server_backend_is_this_client(triton_server, in_process, requests, serving_bundle) -> None:
+    from gr2.models.serve_config import ServeConfig
+    from serving.backends import make_backend
+
+    backend = make_backend(ServeConfig(backend="triton", triton_url=triton_server.http_url), serving_bundle)
+    assert isinstance(backend, TritonReranker) and backend.protocol == "http"
+    cands, histories = requests
+    remote = backend.rerank(cands, histories, "score", catalog=in_process.catalog)
+    _same(remote, in_process.rerank(cands, histories, "score"))
+    assert remote.timings["model"] > 0

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Co
 from tritonclient.grpc import model_config_pb2
 
 from gr2.contract import DIAGNOSTIC_OUTPUTS, INPUTS, MODEL_NAME, OPTIONAL_INPUTS, OUTPUTS
+from gr2.models.bundle import read_manifest
 from gr2.models.factory import load_model
 from gr2.models.scoring import render_prompt
 from gr2.rerank.format import build_messages
@@ -39,6 +40,12 @@ from serving.trtllm.export import TrtllmExport, TrtllmExportConfig, export_trtll
 from serving.trtllm.pipeline import RerankText
 
 REPO_MODELS = ("preprocessing", "tensorrt_llm", "postprocessing", MODEL_NAME)
+
+
+@pytest.fixture(scope="module")
+def serving_bundle(serving_run) -> Path:
+    """The smoke serving bundle shared with the KServe tests (conftest ``serving_run``)."""
+    return serving_run.bundle
 
 
 @pytest.fixture(scope="module")
@@ -266,4 +273,4 @@ def test_pre_and_postprocessing_models_run_in_tritonserver(exported, served_lm, 
         want = local.read(cands, tokens, lengths)
         assert post.as_numpy("ranking").tolist() == want.ranking.tolist()
         assert post.as_numpy("fallback").tolist() == [False, False, True]
-        assert [v.decode() for v in post.as_numpy("model_version")] == ["smoke-test-1"] * 3
+        assert [v.decode() for v in post.as_numpy("model_version")] == [read_manifest(serving_bundle).model_version] * 3

@@ -6,13 +6,14 @@ same :class:`~gr2.models.reranker.RerankResult`, so the server calls either with
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
 from gr2.contract import DIAGNOSTIC_OUTPUTS, INPUTS, MODEL_NAME, OUTPUTS
-from gr2.models.reranker import RerankResult
+from gr2.models.reranker import ItemCatalog, RerankResult
 from serving.triton.codec import pad_histories
 
 Protocol = Literal["grpc", "http"]
@@ -27,10 +28,14 @@ class TritonBackendError(RuntimeError):
 
 
 class TritonReranker:
-    """A remote ``gr2-reranker`` on Triton, called with tritonclient over gRPC (default) or HTTP."""
+    """A remote ``gr2-reranker`` on Triton, called with tritonclient over HTTP (default) or gRPC.
 
-    def __init__(self, url: str, protocol: Protocol = "grpc", model_name: str = MODEL_NAME,
-                 timeout_s: float = 30.0) -> None:
+    HTTP by default: ``tritonclient.grpc`` and ``kserve`` register the same protobuf symbols, so the KServe
+    server cannot import the gRPC client. The Triton model reads item features from its own bundle.
+    """
+
+    def __init__(self, url: str, model_name: str = MODEL_NAME, timeout_s: float = 30.0,
+                 protocol: Protocol = "http") -> None:
         if protocol == "grpc":
             import tritonclient.grpc as client_lib
         elif protocol == "http":
@@ -63,8 +68,11 @@ class TritonReranker:
         return tensor
 
     def rerank(self, candidates: np.ndarray, histories: Sequence[Sequence[int]], mode: str = "score",
-               user_ids: Sequence[int] | None = None) -> RerankResult:
-        """Re-rank ``candidates [B, K]`` given each row's history (oldest first), as ``Reranker.rerank``."""
+               catalog: ItemCatalog | None = None, user_ids: Sequence[int] | None = None) -> RerankResult:
+        """Re-rank ``candidates [B, K]`` given each row's history (oldest first), as ``Reranker.rerank``.
+
+        ``catalog`` is accepted for the same signature and not sent: Triton prompts from its own bundle.
+        """
         cands = np.ascontiguousarray(candidates, dtype=np.int64)
         users = np.zeros(len(cands), dtype=np.int64) if user_ids is None else np.asarray(user_ids, dtype=np.int64)
         inputs = [self._input("candidates", cands), self._input("user_id", users),
@@ -73,6 +81,7 @@ class TritonReranker:
         outputs = [self.lib.InferRequestedOutput(n) for n in names]
         from tritonclient.utils import InferenceServerException
 
+        start = time.perf_counter()
         try:
             kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
             result = self.client.infer(self.model_name, inputs, outputs=outputs, parameters={"mode": mode}, **kwargs)
@@ -87,4 +96,5 @@ class TritonReranker:
         ranking = got["ranking"].astype(np.int64)
         return RerankResult(ranking=ranking, scores=got["scores"].astype(np.float32),
                             fallback=got["fallback"].astype(bool), unknown_items=got["unknown_items"].astype(np.int64),
-                            invalid=got["invalid"].astype(bool), identity=(ranking == cands).all(axis=1))
+                            invalid=got["invalid"].astype(bool), identity=(ranking == cands).all(axis=1),
+                            timings={"model": time.perf_counter() - start})
