@@ -15,6 +15,7 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
@@ -107,6 +108,20 @@ def test_export_refuses_bad_settings(serving_bundle: Path, tmp_path: Path) -> No
         export_triton(serving_bundle, tmp_path, TritonExportConfig(mode="fast"))
     with pytest.raises(ValueError, match="not a gr2 serving bundle"):
         export_triton(tmp_path, tmp_path / "repo")
+
+
+def test_an_installed_gr2_is_copied_not_put_on_the_stub_path(serving_bundle: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.triton.export as export_module
+
+    site = tmp_path / "site-packages"  # an installed gr2 next to numpy 2 & co
+    for name in ("gr2", "serving", "numpy"):
+        (site / name).mkdir(parents=True)
+        (site / name / "__init__.py").write_text("")
+    monkeypatch.setattr(export_module, "PROJECT_ROOT", site)
+    model = export_triton(serving_bundle, tmp_path / "repo", TritonExportConfig(copy_bundle=False))
+    source = Path(yaml.safe_load((model / "1" / "model.yaml").read_text())["gr2_source"])
+    assert source == model / "1" / "gr2_src" and sorted(p.name for p in source.iterdir()) == ["gr2", "serving"]
 
 
 def test_read_request_names_each_problem() -> None:

@@ -24,8 +24,23 @@ from gr2.contract import DIAGNOSTIC_OUTPUTS, INPUTS, MODEL_NAME, OPTIONAL_INPUTS
 from gr2.models.bundle import read_manifest
 from gr2.models.reranker import MODES
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds gr2/ and serving/, put on the stub's sys.path
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # holds gr2/ and serving/
 MODEL_SOURCE = Path(__file__).with_name("python_model.py")
+PACKAGES = ("gr2", "serving")  # what the Triton stub imports from this project
+
+
+def gr2_source(target: Path) -> Path:
+    """A folder holding only ``gr2/`` and ``serving/``, for the stub's ``sys.path``.
+
+    A source checkout is used where it is. An installed gr2 lives in a site-packages whose other packages
+    (numpy 2, ...) must not shadow the stub venv's, so its two packages are copied to ``target``.
+    """
+    if (PROJECT_ROOT / "pyproject.toml").exists():
+        return PROJECT_ROOT
+    shutil.rmtree(target, ignore_errors=True)
+    for name in PACKAGES:
+        shutil.copytree(PROJECT_ROOT / name, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
 
 
 class ExportError(ValueError):
@@ -88,7 +103,7 @@ def export_triton(bundle: str | Path, out: str | Path, cfg: TritonExportConfig |
         "think_tokens": cfg.think_tokens,
         "max_candidates": cfg.max_candidates,
         "torch_threads": cfg.torch_threads,
-        "gr2_source": str(PROJECT_ROOT),
+        "gr2_source": str(gr2_source(version / "gr2_src")),
     }
     (version / "model.yaml").write_text("# Load-time settings of the gr2-reranker Triton model (read by model.py)\n"
                                         + yaml.safe_dump(settings, sort_keys=False))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from gr2.contract import DIAGNOSTIC_OUTPUTS, INPUTS, MODEL_NAME, OPTIONAL_INPUTS, OUTPUTS
 from gr2.models.bundle import MANIFEST, read_manifest
-from serving.triton.export import PROJECT_ROOT, ExportError
+from serving.triton.export import ExportError, gr2_source
 from serving.trtllm.checkpoint import write_checkpoint
 
 HERE = Path(__file__).parent
@@ -206,7 +206,7 @@ def export_trtllm(bundle: str | Path, out: str | Path, cfg: TrtllmExportConfig |
 
     repo = root / "triton_repo"
     shutil.rmtree(repo, ignore_errors=True)
-    text_params = {"tokenizer_dir": str(tokenizer_dir), "gr2_source": str(PROJECT_ROOT),
+    text_params = {"tokenizer_dir": str(tokenizer_dir), "gr2_source": str(gr2_source(root / "gr2_src")),
                    "max_candidates": str(cfg.max_candidates)}
     files = {
         "preprocessing": (preprocessing_pbtxt(text_params), HERE / "preprocessing_model.py"),
