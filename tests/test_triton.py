@@ -28,6 +28,7 @@ from serving.triton.codec import RequestError, pad_histories, read_request
 from serving.triton.export import ExportError, TritonExportConfig, export_triton
 from serving.triton.runtime import SYSTEM_PYTHON
 
+THREADS = 2  # torch threads, here and in the Triton model instance: same kernels, same numbers
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.machine() != "x86_64" or not Path(SYSTEM_PYTHON).exists(),
     reason="the tritonserver wheel is linux x86_64 and its Python stub needs the system python3")
@@ -62,7 +63,8 @@ def triton_server(serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory
     from serving.triton.server import TritonServer
 
     repo = tmp_path_factory.mktemp("triton") / "repo"
-    export_triton(serving_bundle, repo, TritonExportConfig(torch_threads=torch.get_num_threads()))
+    torch.set_num_threads(THREADS)  # the in-process comparisons run with the threads of the Triton instance
+    export_triton(serving_bundle, repo, TritonExportConfig(torch_threads=THREADS))
     with TritonServer(repo) as server:
         yield server
 
