@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gr2.models.bundle import read_manifest
 from gr2.models.serve_config import ServeConfig
 
 
 def serve(bundle_dir: str | Path, cfg: ServeConfig, http_port: int, grpc_port: int) -> None:
     """Load the model and the feature store, then serve until SIGTERM/SIGINT."""
+    read_manifest(bundle_dir)  # a wrong path fails here, before kserve starts
     import kserve
 
     from serving.model import GR2Reranker

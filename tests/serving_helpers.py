@@ -68,19 +68,24 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def kserve_server(bundle: Path, *args: str, timeout_s: float = 120.0) -> Iterator[tuple[str, str, subprocess.Popen]]:
-    """``python -m serving`` on free loopback ports; yields (http base URL, grpc host:port, process)."""
+    """``python -m serving`` on free loopback ports; yields (http base URL, grpc host:port, process).
+
+    The output goes to ``server-<port>.log`` beside the bundle (a pipe nobody reads would fill and block it).
+    """
     http, grpc = free_port(), free_port()
+    log_path = bundle.parent / f"server-{http}.log"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "serving", "--model", str(bundle), "--http_port", str(http), "--grpc_port", str(grpc),
            "--profile", "smoke", *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log_file = log_path.open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{http}"
     try:
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{proc.stdout.read()[-4000:]}")
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
             with contextlib.suppress(requests.ConnectionError):
                 if requests.get(url + SERVER_READY_PATH, timeout=2).status_code == 200:
                     break
@@ -94,6 +99,7 @@ def kserve_server(bundle: Path, *args: str, timeout_s: float = 120.0) -> Iterato
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log_file.close()
 
 
 __all__ = ["MODEL_NAME", "ServingRun", "build_serving_run", "free_port", "kserve_server"]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gr2.contract import MODEL_NAME, TRITON_GRPC_PORT
+from gr2.contract import MODEL_NAME, TRITON_HTTP_PORT
 
 
 class ServeConfig(BaseModel):
@@ -25,7 +25,7 @@ class ServeConfig(BaseModel):
     think_tokens: int = Field(64, ge=0, le=4096, description="Reasoning budget in tokens (reason mode).")
     backend: Literal["torch", "triton"] = Field(
         "torch", description="torch: the model runs in the server; triton: forwarded to a Triton server.")
-    triton_url: str = Field(f"localhost:{TRITON_GRPC_PORT}", description="Triton gRPC host:port (backend: triton).")
+    triton_url: str = Field(f"localhost:{TRITON_HTTP_PORT}", description="Triton HTTP host:port (backend: triton).")
     # Parameters that control what a request may hold
     max_candidates: int = Field(50, ge=1, description="Most candidates per row; longer rows get a 400.")
     max_batch: int = Field(64, ge=1, description="Most rows per request.")
