@@ -273,3 +273,28 @@ def test_kserve_server_backend_is_this_client(triton_server, in_process, request
     remote = backend.rerank(cands, histories, "score", catalog=in_process.catalog)
     _same(remote, in_process.rerank(cands, histories, "score"))
     assert remote.timings["model"] > 0
+
+
+def test_kserve_server_with_the_triton_backend_answers_through_tritonserver(triton_server, in_process, requests,
+                                                                            serving_bundle) -> None:
+    """`python -m serving --set serve.backend=triton`: the KServe server's answers come from tritonserver."""
+    import requests as http
+    from serving_helpers import kserve_server
+
+    cands, histories = requests
+    stats = httpclient.InferenceServerClient(triton_server.http_url)
+
+    def triton_requests() -> int:
+        return int(stats.get_inference_statistics(MODEL_NAME)["model_stats"][0]["inference_stats"]["success"]["count"])
+
+    before = triton_requests()
+    with kserve_server(serving_bundle, "--set", "serve.backend=triton",
+                       "--set", f"serve.triton_url={triton_server.http_url}") as (url, _, _):
+        body = {"instances": [{"user_id": 1, "candidates": cands[r].tolist(), "history": histories[r]}
+                              for r in (1, 2)]}
+        res = http.post(f"{url}/v1/models/{MODEL_NAME}:predict", json=body, timeout=60)
+        assert res.status_code == 200, res.text
+        rankings = [p["ranking"] for p in res.json()["predictions"]]
+        assert not any(p["fallback"] for p in res.json()["predictions"])
+    assert triton_requests() == before + 1
+    assert rankings == in_process.rerank(cands[1:3], histories[1:3], "score").ranking.tolist()
