@@ -29,9 +29,9 @@ from serving.triton.export import ExportError, TritonExportConfig, export_triton
 from serving.triton.runtime import SYSTEM_PYTHON
 
 THREADS = 2  # torch threads, here and in the Triton model instance: same kernels, same numbers
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     platform.system() != "Linux" or platform.machine() != "x86_64" or not Path(SYSTEM_PYTHON).exists(),
-    reason="the tritonserver wheel is linux x86_64 and its Python stub needs the system python3")
+    reason="the tritonserver wheel is linux x86_64 and its Python stub needs the system python3")]
 
 
 @pytest.fixture(scope="module")

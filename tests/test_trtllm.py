@@ -237,6 +237,7 @@ def test_preprocessing_builds_the_training_prompt_and_postprocessing_parses(expo
     assert parsed.ranking[1].tolist() == cands[1][::-1].tolist() and not parsed.invalid[1] and parsed.invalid[0]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64"
                     or not Path(SYSTEM_PYTHON).exists(), reason="tritonserver wheel: linux x86_64, system python3")
 def test_pre_and_postprocessing_models_run_in_tritonserver(exported, served_lm, serving_bundle) -> None:
