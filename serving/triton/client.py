@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+from tritonclient.utils import InferenceServerException
 
 from gr2.contract import DIAGNOSTIC_OUTPUTS, INPUTS, MODEL_NAME, OUTPUTS
 from gr2.models.reranker import ItemCatalog, RerankResult
@@ -79,8 +80,6 @@ class TritonReranker:
                   self._input("history", pad_histories(histories))]
         names = [*OUTPUTS, *DIAGNOSTIC_OUTPUTS]
         outputs = [self.lib.InferRequestedOutput(n) for n in names]
-        from tritonclient.utils import InferenceServerException
-
         start = time.perf_counter()
         try:
             kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
