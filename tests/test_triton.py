@@ -298,3 +298,21 @@ def test_kserve_server_with_the_triton_backend_answers_through_tritonserver(trit
         assert not any(p["fallback"] for p in res.json()["predictions"])
     assert triton_requests() == before + 1
     assert rankings == in_process.rerank(cands[1:3], histories[1:3], "score").ranking.tolist()
+
+
+def test_kserve_server_falls_back_when_triton_is_down(serving_bundle, requests) -> None:
+    """A Triton backend that cannot be reached gives the incoming order with `fallback`, not an error."""
+    import requests as http
+    from serving_helpers import kserve_server
+
+    from serving.triton.server import free_port
+
+    cands, _ = requests
+    with kserve_server(serving_bundle, "--set", "serve.backend=triton",
+                       "--set", f"serve.triton_url=127.0.0.1:{free_port()}", "--set", "serve.timeout_s=5") as (url, _, _):
+        body = {"instances": [{"user_id": 1, "candidates": cands[0].tolist(), "history": []}]}
+        res = http.post(f"{url}/v1/models/{MODEL_NAME}:predict", json=body, timeout=60)
+        assert res.status_code == 200, res.text
+        prediction = res.json()["predictions"][0]
+        assert prediction["fallback"] and prediction["ranking"] == cands[0].tolist()
+        assert http.get(f"{url}/v2/health/ready", timeout=10).status_code == 200
