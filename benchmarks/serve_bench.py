@@ -4,7 +4,8 @@
     python benchmarks/serve_bench.py --model B --feature-repo F [--duration 60 --clients 8]
 
 One server (``python -m serving``) on loopback; for each mode (``score``, ``generate``, ``reason``, chosen per
-request with the v2 ``mode`` parameter or the ``x-gr2-mode`` header) half the clients call it with
+request with the v2 ``mode`` parameter or the ``x-gr2-mode`` header, and ``score`` once more with the model in
+a real tritonserver behind the server, ``serve.backend: triton``) half the clients call it with
 ``tritonclient.grpc`` and half with plain HTTP v1 JSON, each sending one request at a time for ``duration``
 seconds. A request counts as an error unless it returns 200 with every row a permutation of its
 candidates. Requests: K=10 candidates drawn from the catalog, users drawn from the store (history from Feast).
@@ -120,6 +121,23 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def run_triton_backend(args: argparse.Namespace, items: np.ndarray, users: np.ndarray) -> dict:
+    """The same clients against the KServe server with ``serve.backend: triton`` (score mode): the bundle
+    exported with ``gr2 export triton`` and served by a real tritonserver (serving/triton/) on loopback."""
+    import tempfile
+
+    from serving.triton.export import TritonExportConfig, export_triton
+    from serving.triton.server import TritonServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "triton_repo"
+        export_triton(args.model, repo, TritonExportConfig(copy_bundle=False, torch_threads=1))
+        with TritonServer(repo) as triton, kserve_server(
+                args.model, "--feature_repo", str(args.feature_repo), "--set", "serve.backend=triton",
+                "--set", f"serve.triton_url={triton.http_url}", "--set", "serve.timeout_s=60") as (url, grpc, _):
+            return run_mode(url, grpc, "score", args.clients, args.duration, items, users, args.k, seed=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="Serving bundle directory.")
@@ -130,6 +148,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--think-tokens", type=int, default=64, help="serve.think_tokens (reason mode).")
     parser.add_argument("--k", type=int, default=10, help="Candidates per request.")
+    parser.add_argument("--no-triton", dest="triton", action="store_false",
+                        help="Skip the Triton backend row (serve.backend: triton, score mode).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve.json")
     args = parser.parse_args()
     if args.build:
@@ -149,6 +169,9 @@ def main() -> None:
         for mode in args.modes:
             results[mode] = run_mode(url, grpc, mode, args.clients, args.duration, items, users, args.k, seed=0)
             print(f"{mode}: {results[mode]}", flush=True)
+    if args.triton:
+        results["score (triton backend)"] = run_triton_backend(args, items, users)
+        print(f"score (triton backend): {results['score (triton backend)']}", flush=True)
     ratio = latency_ratio = None
     if "score" in results and "reason" in results:
         ratio = results["score"]["throughput_rps"] / max(results["reason"]["throughput_rps"], 1e-9)

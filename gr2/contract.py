@@ -32,6 +32,10 @@ OUTPUTS: dict[str, tuple[str, list[int]]] = {
     "fallback": ("BOOL", [-1]),  # [B] incoming order returned (timeout, backend error, unknown items)
     "model_version": ("BYTES", [-1]),  # [B]
 }
+DIAGNOSTIC_OUTPUTS: dict[str, tuple[str, list[int]]] = {  # Triton backend extras, for the server's counters
+    "unknown_items": ("INT64", [-1]),  # [B] candidates the catalog or the vocabulary does not know
+    "invalid": ("BOOL", [-1]),  # [B] the decoded reply did not parse as a valid ranking
+}
 READY_PATH = f"/v2/models/{MODEL_NAME}/ready"
 SERVER_READY_PATH = "/v2/health/ready"
 

@@ -11,11 +11,8 @@ from typing import Protocol
 
 import numpy as np
 
-from gr2.contract import OUTPUTS
 from gr2.models.reranker import ItemCatalog, Reranker, RerankResult
 from gr2.models.serve_config import ServeConfig
-
-PADDING = -1
 
 
 class Backend(Protocol):
@@ -23,46 +20,10 @@ class Backend(Protocol):
                catalog: ItemCatalog | None = None) -> RerankResult: ...
 
 
-class TritonBackend:
-    """Forwards each request to the ``gr2-reranker`` model of a Triton server (HTTP, binary tensors).
-
-    Not gRPC: ``tritonclient.grpc`` and ``kserve`` register the same protobuf symbols and cannot share a process.
-
-    The Triton model reads item features from its own bundle (``catalog`` is not sent) and runs the mode
-    it was exported with; histories travel in the ``history`` input, padded with -1.
-    """
-
-    def __init__(self, url: str, model_name: str, timeout_s: float) -> None:
-        import tritonclient.http as httpclient
-
-        self._http = httpclient
-        self.client = httpclient.InferenceServerClient(url=url, network_timeout=timeout_s)
-        self.model_name, self.timeout_s = model_name, timeout_s
-
-    def rerank(self, candidates: np.ndarray, histories: Sequence[Sequence[int]], mode: str = "score",
-               catalog: ItemCatalog | None = None) -> RerankResult:
-        b = len(candidates)
-        width = max([len(h) for h in histories] + [1])
-        history = np.full((b, width), PADDING, dtype=np.int64)
-        for r, h in enumerate(histories):
-            if len(h):
-                history[r, width - len(h):] = h
-        inputs = []
-        for name, array in (("candidates", candidates.astype(np.int64)), ("user_id", np.zeros(b, np.int64)),
-                            ("history", history)):
-            tensor = self._http.InferInput(name, list(array.shape), "INT64")
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        outputs = [self._http.InferRequestedOutput(name) for name in OUTPUTS]
-        res = self.client.infer(self.model_name, inputs, outputs=outputs)
-        ranking = res.as_numpy("ranking")
-        fallback = res.as_numpy("fallback").astype(bool)
-        return RerankResult(ranking, res.as_numpy("scores"), fallback, np.zeros(b, np.int64), np.zeros(b, bool),
-                            (ranking == candidates).all(axis=1))
-
-
 def make_backend(cfg: ServeConfig, bundle_dir: str | Path) -> Backend:
     """The backend ``serve.backend`` names."""
-    if cfg.backend == "triton":
-        return TritonBackend(cfg.triton_url, cfg.model_name, cfg.timeout_s)
+    if cfg.backend == "triton":  # serving/triton/client.py, tested with a real tritonserver (tests/test_triton.py)
+        from serving.triton.client import TritonReranker
+
+        return TritonReranker(cfg.triton_url, cfg.model_name, cfg.timeout_s, protocol="http")
     return Reranker.from_bundle(bundle_dir, think_tokens=cfg.think_tokens)

@@ -21,7 +21,7 @@ def quiet_when_redirected() -> None:
 quiet_when_redirected()  # before any module imports tqdm (it reads TQDM_* at import)
 
 from gr2 import __version__  # noqa: E402
-from gr2.cli import ab, data, demo, eval, features, pipeline, samples, serve, sid, train  # noqa: E402
+from gr2.cli import ab, data, demo, eval, export, features, pipeline, samples, serve, sid, train  # noqa: E402
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,7 +30,7 @@ def main() -> None:
     """GR2 generative re-ranker: data -> features/SIDs -> samples -> training -> eval -> serving."""
 
 
-for module in (data, features, sid, samples, train, eval, pipeline, serve, ab, demo):
+for module in (data, features, sid, samples, train, eval, pipeline, serve, export, ab, demo):
     main.add_command(module.group)
 
 if __name__ == "__main__":
