@@ -123,20 +123,24 @@ def ab_report(log: pd.DataFrame, interactions: pd.DataFrame, champion: str = "ch
                 rel = resampled[name][metric] / resampled[champion][metric] - 1
             finite = rel[np.isfinite(rel)]
             lo, hi = (np.percentile(finite, [2.5, 97.5]).tolist() if finite.size else [float("nan")] * 2)
+            diff = resampled[name][metric] - resampled[champion][metric]  # defined even when base is 0
+            abs_lo, abs_hi = np.percentile(diff, [2.5, 97.5]).tolist()
             lifts[name][metric] = {"rel": other / base - 1 if base > 0 else float("nan"), "lo": lo, "hi": hi,
-                                   "abs": other - base}
+                                   "abs": other - base, "abs_lo": abs_lo, "abs_hi": abs_hi}
     return {"champion": champion, "variants": variants, "lifts": lifts, "bootstrap": n_boot}
 
 
 def render_report(report: dict[str, Any]) -> str:
     """The report as a Markdown table."""
-    lines = ["| variant | rows | covered | users | fallback | R@1 [95% CI] | N@3 [95% CI] | lift R@1 | lift N@3 |",
+    lines = ["| variant | rows | covered | users | fallback | R@1 [95% CI] | N@3 [95% CI] | lift R@1 (rel.; abs.) "
+             "| lift N@3 (rel.; abs.) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, v in report["variants"].items():
         cells = [f"{v[m]['mean']:.3f} [{v[m]['lo']:.3f}, {v[m]['hi']:.3f}]" for m in REPORT_METRICS]
         lift = report["lifts"].get(name)
-        lift_cells = [f"{lift[m]['rel']:+.1%} [{lift[m]['lo']:+.1%}, {lift[m]['hi']:+.1%}]" if lift else "(champion)"
-                      for m in REPORT_METRICS]
+        lift_cells = [f"{lift[m]['rel']:+.1%} [{lift[m]['lo']:+.1%}, {lift[m]['hi']:+.1%}]; "
+                      f"{lift[m]['abs']:+.3f} [{lift[m]['abs_lo']:+.3f}, {lift[m]['abs_hi']:+.3f}]" if lift
+                      else "(champion)" for m in REPORT_METRICS]
         lines.append(f"| {name} | {v['rows']} | {v['covered']} | {v['users']} | {v['fallback_rate']:.1%} | "
                      + " | ".join(cells + lift_cells) + " |")
     return "\n".join(lines) + "\n"

@@ -41,6 +41,7 @@ def test_report_measures_each_variant_and_the_lift() -> None:
     lift = report["lifts"]["challenger"]["R@1"]
     assert lift["rel"] == pytest.approx(1.0) and lift["abs"] == pytest.approx(0.5)
     assert lift["lo"] <= lift["rel"] <= lift["hi"]
+    assert lift["abs_lo"] <= lift["abs"] <= lift["abs_hi"]
     assert "| challenger |" in render_report(report)
     with pytest.raises(ValueError, match="champion variant 'nobody'"):
         ab_report(_log(rows), INTERACTIONS, champion="nobody")

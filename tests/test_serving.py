@@ -325,7 +325,9 @@ def test_ab_replay_and_report(server, serving_run: ServingRun, tmp_path: Path) -
     assert replayed["challenger"] == sum(route(u, {"champion": 1, "challenger": 1}) == "challenger"
                                          for u in test["user_id"])
     lift = report["lifts"]["challenger"]["R@1"]
-    assert lift["lo"] <= lift["hi"] and "| challenger |" in (tmp_path / "report" / "ab_report.md").read_text()
+    assert lift["abs_lo"] <= lift["abs_hi"] and np.isfinite([lift["abs_lo"], lift["abs_hi"]]).all()
+    assert lift["lo"] <= lift["hi"] or np.isnan(lift["rel"])  # relative lift: undefined when the champion's R@1 is 0
+    assert "| challenger |" in (tmp_path / "report" / "ab_report.md").read_text()
 
 
 ITEM_IDS = st.one_of(st.integers(-3, 2000), st.integers(-(2 ** 63), 2 ** 63 - 1), st.sampled_from([1, 2, 3, 50]))
