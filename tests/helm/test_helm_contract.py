@@ -64,6 +64,20 @@ def test_gr2_runtime_serves_the_contract(rendered: dict[str, list[dict]]) -> Non
     assert model["runtime"] == runtime["metadata"]["name"]
     assert model["protocolVersion"] == "v2"
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    # the predictor reads Feast through the feature server's own feature_store.yaml (gr2 serve --feature-repo)
+    from gr2.cli.serve import group as serve_command
+
+    assert "--feature-repo" in {opt for p in serve_command.params for opt in p.opts}
+    repo = model["args"][model["args"].index("--feature-repo") + 1]
+    mount = next(m for m in model["volumeMounts"] if m["mountPath"] == repo)
+    volume = next(v for v in isvc["spec"]["predictor"]["volumes"] if v["name"] == mount["name"])
+    feast_config = next(d for d in docs if d["kind"] == "ConfigMap" and "feature_store.yaml" in d.get("data", {}))
+    assert volume["configMap"]["name"] == feast_config["metadata"]["name"]
+    feast = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-feast"))
+    server_env = {e["name"]: e for e in feast["spec"]["template"]["spec"]["containers"][0]["env"]}
+    store_env = {k: v for k, v in server_env.items() if k.startswith(("GR2_REDIS", "GR2_FEAST", "REDIS"))}
+    assert "GR2_REDIS_CONNECTION" in store_env  # what feature_store.yaml expands, same values on both sides
+    assert all(e in model["env"] for e in store_env.values())
 
 
 def test_triton_runtime_serves_the_contract(rendered: dict[str, list[dict]]) -> None:

@@ -257,3 +257,29 @@ true
 {{- fail (printf "\n\nVALUES VALIDATION:\n  - %s\n" (join "\n  - " $errors)) -}}
 {{- end -}}
 {{- end -}}
+
+
+{{/*
+Environment that feature_store.yaml (the Feast ConfigMap) expands: Redis address and password, SQL registry URL.
+Shared by the Feast feature server and the gr2 predictor, which read the same online store.
+*/}}
+{{- define "gr2.feast.storeEnv" -}}
+- name: FEAST_USAGE
+  value: "False"
+{{- if include "gr2.redis.secret" . }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "gr2.redis.secret" . }}
+      key: {{ include "gr2.redis.secretKey" . }}
+{{- end }}
+- name: GR2_REDIS_CONNECTION
+  value: {{ include "gr2.redis.connection" . | quote }}
+{{- if eq .Values.feast.registry.type "sql" }}
+- name: GR2_FEAST_REGISTRY_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.feast.registry.existingSecret }}
+      key: {{ .Values.feast.registry.existingSecretKey }}
+{{- end }}
+{{- end -}}
