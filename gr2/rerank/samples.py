@@ -74,8 +74,12 @@ def sample_path(run_dir: str | Path, split: str, protocol: str = "legacy") -> Pa
 
 
 def load_samples(run_dir: str | Path, split: str, protocol: str = "legacy") -> pd.DataFrame:
-    """Read one sample file; list columns come back as Python lists of ints."""
-    path = sample_path(run_dir, split, protocol)
+    """Read one sample file of a run; list columns come back as Python lists of ints."""
+    return read_samples(sample_path(run_dir, split, protocol))
+
+
+def read_samples(path: Path) -> pd.DataFrame:
+    """Read a sample file; list columns come back as Python lists of ints."""
     if not path.exists():
         raise SamplesError(f"{path}: not found; run `gr2 samples build` first")
     frame = pd.read_parquet(path)

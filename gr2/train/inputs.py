@@ -61,18 +61,9 @@ class StageInputs:
 
     def load_samples(self, split: str) -> pd.DataFrame:
         """One split of the legacy-protocol samples (list columns as lists of ints)."""
-        from gr2.rerank.samples import LIST_COLUMNS, SAMPLE_COLUMNS, SamplesError
+        from gr2.rerank.samples import read_samples
 
-        path = self.samples / f"{split}.parquet"
-        if not path.exists():
-            raise SamplesError(f"{path}: not found; run `gr2 samples build` first")
-        frame = pd.read_parquet(path)
-        missing = [c for c in SAMPLE_COLUMNS if c not in frame]
-        if missing:
-            raise SamplesError(f"{path}: missing column(s) {missing}")
-        for column in LIST_COLUMNS:
-            frame[column] = [list(map(int, v)) for v in frame[column]]
-        return frame
+        return read_samples(self.samples / f"{split}.parquet")
 
 
 def sid_map_path(cfg: GR2Config) -> Path:
