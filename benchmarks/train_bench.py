@@ -2,8 +2,9 @@
 
 Both train the same model (the profile's offline Qwen3 with the SID tokens, same initial weights) on the
 same tokenized mid-training sequences, in batches built by the same collator, with AdamW at the same
-learning rate. Each runs in its own process (so peak RSS is its own); tokens/s counts non-padding tokens
-of the timed steps (the first ``--warmup`` steps are not timed). Prints a table and writes JSON.
+learning rate. Both run at the same time, one torch thread each, in their own processes (so peak RSS is
+their own and a shared machine's load weighs on both alike); tokens/s counts non-padding tokens of the
+timed steps (the first ``--warmup`` steps are not timed). Prints a table and writes JSON.
 
     python benchmarks/train_bench.py --run-dir R [--profile default] [--steps 40] [--warmup 5]
 
@@ -67,7 +68,7 @@ def run_trl(cfg: Any, steps: int, warmup: int, workdir: Path) -> dict[str, Any]:
     class Clock(TrainerCallback):
         start = tokens = 0.0
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ARG002
+        def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == warmup:
                 Clock.start, Clock.tokens = time.perf_counter(), float(state.num_input_tokens_seen)
 
@@ -123,9 +124,9 @@ def _child(mode: str, argv: argparse.Namespace) -> None:
 
     from gr2.config import load_config
 
-    cfg = load_config(argv.profile, overrides=[f"run_dir={argv.run_dir}"])
-    torch.set_num_threads(cfg.train.threads)
-    workdir = Path(argv.work_dir)
+    cfg = load_config(argv.profile, overrides=[f"run_dir={argv.run_dir}", "train.threads=1"])
+    torch.set_num_threads(1)
+    workdir = Path(argv.work_dir) / mode
     workdir.mkdir(parents=True, exist_ok=True)
     result = (run_trl if mode == "trl" else run_bare)(cfg, argv.steps, argv.warmup, workdir)
     print("RESULT " + json.dumps(result))
@@ -144,16 +145,21 @@ def main() -> None:
     if argv.child:
         _child(argv.child, argv)
         return
+    # side by side: both loops run at the same time, one thread each, in their own processes, so that the
+    # load of a shared machine weighs on both alike (run one after the other, a load change skews the ratio)
+    procs = {mode: subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--child", mode],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for mode in ("bare", "trl")}
     results = {}
-    for mode in ("bare", "trl"):  # side by side in one run, each in its own process
-        proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--child", mode], capture_output=True,
-                              text=True, check=False)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    for mode, proc in procs.items():
+        stdout, stderr = proc.communicate()
+        line = next((x for x in stdout.splitlines() if x.startswith("RESULT ")), None)
         if proc.returncode or line is None:
-            sys.exit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
+            sys.exit(f"{mode} run failed:\n{stderr[-3000:]}")
         results[mode] = json.loads(line.removeprefix("RESULT "))
     ratio = results["trl"]["tokens_per_s"] / results["bare"]["tokens_per_s"]
-    record = {"profile": argv.profile, "steps": argv.steps, "warmup": argv.warmup, "results": results,
+    record = {"profile": argv.profile, "steps": argv.steps, "warmup": argv.warmup, "threads_per_loop": 1,
+              "results": results,
               "trl_over_bare": ratio, "goal": 0.75, "machine": platform.platform(),
               "python": platform.python_version()}
     Path(argv.out).parent.mkdir(parents=True, exist_ok=True)
