@@ -112,3 +112,29 @@ def test_job_state_reads_conditions() -> None:
     running = {"status": {"conditions": [{"type": "Created", "status": "True"}]}}
     done = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
     assert job_state(running) is None and job_state(done) == "Complete" and job_state({}) is None
+
+
+@pytest.mark.skipif(not CRD.exists(), reason=f"{CRD} is not present (Kubeflow Trainer CRDs not vendored)")
+@pytest.mark.parametrize("outcome", ["Complete", "Failed", "timeout"])
+def test_trainjob_is_created_with_the_kubernetes_client_and_awaited(outcome: str) -> None:
+    from k8s_api_server import K8sApiServer
+    from kubernetes import client
+
+    from gr2.pipeline.trainjob import TrainJobError, submit_and_wait
+
+    obj = render_trainjob(_cfg("pipeline.trainjob.num_nodes=2"), "reasoning", "gr2-reasoning-t", "/w/run", "/w/c.yaml")
+    with K8sApiServer(CRD) as srv:
+        if outcome == "Failed":
+            srv.state.fail_stages.add("reasoning")
+        api = client.CustomObjectsApi(client.ApiClient(client.Configuration(host=srv.url)))
+        timeout = 0.0 if outcome == "timeout" else 30.0
+        if outcome == "Complete":
+            final = submit_and_wait(obj, timeout_s=timeout, poll_s=0.01, api=api, echo=lambda _: None)
+            assert [c["type"] for c in final["status"]["conditions"]] == ["Created", "Running", "Complete"]
+        else:
+            match = "exit code 1" if outcome == "Failed" else "did not finish"
+            with pytest.raises(TrainJobError, match=match):
+                submit_and_wait(obj, timeout_s=timeout, poll_s=0.01, api=api, echo=lambda _: None)
+        stored = srv.state.objects[("kubeflow", "gr2-reasoning-t")]
+        assert stored["spec"] == obj["spec"]  # accepted by the schema checks, unchanged
+        assert srv.state.requests[0] == ("POST", "/apis/trainer.kubeflow.org/v1alpha1/namespaces/kubeflow/trainjobs")
