@@ -27,6 +27,10 @@ STAGE_COMPONENTS = {"ingest-data", "validate-data", "reject-data", "split-data",
                     "export-bundle", "promote-model", "hold-model", "run-report"}
 EARLY = ["ingest-data", "validate-data", "split-data", "sid-tokenizer", "feature-store", "build-samples",
          "baselines", "midtrain"]
+# smaller than the smoke profile where only the amount of work changes (the suite runs the pipeline 3 times)
+SMALL = ["sid.epochs=3", "rerank.sasrec_epochs=1", "train.midtrain.eval_users=8", "train.midtrain.eval_titles=8",
+         "train.traces.max_samples=30", "train.reasoning.eval_samples=8", "train.reasoning.eval_generate=1",
+         "train.eval.max_samples=16", "train.eval.max_generate=2", "pipeline.gate_samples=24"]
 BROKEN_TEACHER = ["train.traces.teacher=openai", "train.traces.openai.base_url=http://127.0.0.1:9/v1",
                   "train.traces.openai.max_retries=0", "train.traces.openai.timeout_s=2",
                   "train.traces.openai.requests_per_second=1000"]
@@ -95,7 +99,7 @@ def test_step_config_holds_only_what_the_step_reads() -> None:
 def _run(run_dir: Path, source: Path, overrides: list[str]):
     from pipelines.local import run_local
 
-    cfg = load_config("smoke", overrides=overrides)
+    cfg = load_config("smoke", overrides=[*SMALL, *overrides])
     return run_local(cfg, run_dir, source_path=str(source), echo=lambda _: None)
 
 
@@ -221,3 +225,21 @@ def test_pipeline_doctests() -> None:
 
     for module in (gr2.pipeline.steps, gr2.pipeline.trainjob, gr2.pipeline.resources):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+COMPONENT_DIRS = sorted(p.parent for p in (ROOT / "components").glob("*/component.py"))
+
+
+@pytest.mark.parametrize("folder", COMPONENT_DIRS, ids=lambda p: p.name)
+def test_each_component_is_a_thin_typed_adapter(folder: Path) -> None:
+    import importlib
+    import inspect
+
+    component = getattr(importlib.import_module(f"components.{folder.name}"), folder.name)
+    container = component.component_spec.implementation.container
+    assert container.image == IMAGE
+    source = inspect.getsource(component.python_func)
+    assert "from gr2." in source and len(source.splitlines()) <= 25, "components only adapt a gr2 function"
+    meta = yaml.safe_load((folder / "metadata.yaml").read_text())
+    assert meta["name"] == folder.name and meta["stability"] and meta["lastVerified"]
+    assert meta["wraps"].startswith("gr2.")
