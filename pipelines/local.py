@@ -100,6 +100,10 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 def _collect(run_dir: Path, steps: list[StepRecord]) -> Path | None:
     """Link every output artefact under ``run_dir/<task>/<output>``; return the report's path."""
+    previous = run_dir / "pipeline_run.json"
+    if previous.exists():  # a task of the last run that this run skipped must not look current
+        for old in json.loads(previous.read_text()).get("steps", []):
+            shutil.rmtree(run_dir / old["task"], ignore_errors=True)
     for step in steps:
         target = run_dir / step.task
         if target.exists():

@@ -243,3 +243,16 @@ def test_each_component_is_a_thin_typed_adapter(folder: Path) -> None:
     meta = yaml.safe_load((folder / "metadata.yaml").read_text())
     assert meta["name"] == folder.name and meta["stability"] and meta["lastVerified"]
     assert meta["wraps"].startswith("gr2.")
+
+
+def test_stage_run_dir_links_artefacts_and_names_a_missing_one(tmp_path: Path) -> None:
+    from gr2.pipeline.steps import StepError, stage_run_dir
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "interactions.parquet").write_text("x")
+    run = stage_run_dir({"data/raw": tmp_path / "raw"}, {"sid": tmp_path / "out" / "sid"}, root=tmp_path / "run")
+    assert (run / "data" / "raw" / "interactions.parquet").read_text() == "x"
+    (run / "sid" / "sid_map.parquet").write_text("y")  # a write to the output folder lands in the artefact
+    assert (tmp_path / "out" / "sid" / "sid_map.parquet").read_text() == "y"
+    with pytest.raises(StepError, match=r"input artefact for samples not found: .*nope"):
+        stage_run_dir({"samples": tmp_path / "nope"}, {}, root=tmp_path / "run2")

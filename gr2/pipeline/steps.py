@@ -290,7 +290,7 @@ def export(config: str, dataset: str, sid_dir: str, reasoning_dir: str, bundle_o
         raise StepError(f"{model_dir}: no model.safetensors; the reasoning step did not finish")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
     manifest = ServingManifest(model_version=f"{cfg.profile}-{digest}",
-                               num_candidates=10, history_length=cfg.train.midtrain.history_length,
+                               num_candidates=cfg.rerank.num_candidates, history_length=cfg.rerank.history_length,
                                source_checkpoint=str(model_dir), extra={"seed": cfg.seed})
     write_serving_bundle(model_dir, Path(sid_dir) / "sid_map.parquet", Dataset.load(dataset).items, bundle_out,
                          manifest)
