@@ -32,7 +32,7 @@ def markdown(record: dict) -> str:
     """The per-component table of one benchmark record."""
     first, again = record["passes"]
     cached = {s["task"]: s for s in again["steps"]}
-    lines = [f"| component | seconds (first run) | rerun |", "|---|---|---|"]
+    lines = ["| component | seconds (first run) | rerun |", "|---|---|---|"]
     for s in first["steps"]:
         rerun = cached.get(s["task"])
         rerun_text = "cached" if rerun and rerun["cached"] else (f"{rerun['seconds']:.1f} s" if rerun else "-")
@@ -57,7 +57,7 @@ def main() -> None:
             raise SystemExit(f"pipeline failed: {result.error}")
         passes.append({"seconds": result.seconds,
                        "steps": [{"task": s.task, "seconds": s.seconds, "cached": s.cached} for s in result.steps]})
-    gate = json.loads((run_dir / "evaluate" / "evaluation" / "gate.json").read_text())
+    gate = json.loads((run_dir / "promotion-gate" / "gate" / "gate.json").read_text())
     record = {"profile": args.profile, "data": source or cfg.data.dataset, "run_dir": str(run_dir),
               "passes": passes, "gate": gate, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                           "load_avg_1m_after": os.getloadavg()[0]},

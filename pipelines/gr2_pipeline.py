@@ -22,6 +22,7 @@ from components.hold_model import hold_model
 from components.ingest_data import ingest_data
 from components.midtrain import midtrain
 from components.promote_model import promote_model
+from components.promotion_gate import promotion_gate
 from components.reasoning_sft import reasoning_sft
 from components.reject_data import reject_data
 from components.run_report import run_report
@@ -92,24 +93,25 @@ def build_pipeline(cfg: GR2Config) -> Callable[..., Any]:
                                            samples=samples, midtrain=mid.outputs["model"],
                                            traces=trc.outputs["traces"]), cfg, "reasoning")
             # Steps RL (DAPO), internalization, OPD, compressor: not in gr2 yet
-            # Step 10: evaluate: stage table on test, promotion gate on validation
+            # Step 10: evaluate: stage table on test, serving model vs incoming order on validation
             ev = _configure(evaluate(config=conf("evaluate"), dataset=data, split=splits, sid=sids, samples=samples,
-                                     midtrain=mid.outputs["model"], reasoning=rsn.outputs["model"],
-                                     min_lift=min_lift), cfg, "evaluate")
-            # Step 11: export the serving bundle
+                                     midtrain=mid.outputs["model"], reasoning=rsn.outputs["model"]), cfg, "evaluate")
+            # Step 11: the promotion gate (a run parameter: changing min_lift reruns only the gate and after)
+            gate = _configure(promotion_gate(evaluation=ev.outputs["evaluation"], min_lift=min_lift), cfg, "gate")
+            # Step 12: export the serving bundle
             bundle = _configure(export_bundle(config=conf("export"), dataset=data, sid=sids,
                                               reasoning=rsn.outputs["model"]), cfg, "export")
-            # Step 12: register/promote only when the serving model beats the incoming order by min_lift
-            with dsl.If(ev.outputs["decision"] == "promote", name="beats-incoming"):
+            # Step 13: register/promote only when the serving model beats the incoming order by min_lift
+            with dsl.If(gate.outputs["Output"] == "promote", name="beats-incoming"):
                 _configure(promote_model(config=conf("promote"), bundle=bundle.outputs["bundle"],
-                                         evaluation=ev.outputs["evaluation"]), cfg, "promote")
+                                         gate=gate.outputs["gate"]), cfg, "promote")
             with dsl.Else(name="below-min-lift"):
-                _configure(hold_model(evaluation=ev.outputs["evaluation"]), cfg, "promote")
-            # Step 13: the run report (stage table, chart, decision, every step's summary)
+                _configure(hold_model(gate=gate.outputs["gate"]), cfg, "promote")
+            # Step 14: the run report (stage table, chart, decision, every step's summary)
             _configure(run_report(validation=validate.outputs["report"], sid_report=sid.outputs["report"],
                                   baselines=base.outputs["report"], midtrain=mid.outputs["summary"],
                                   traces=trc.outputs["summary"], reasoning=rsn.outputs["summary"],
-                                  evaluation=ev.outputs["evaluation"], decision=ev.outputs["decision"]),
+                                  evaluation=ev.outputs["evaluation"], gate=gate.outputs["gate"]),
                        cfg, "report")
         with dsl.Else(name="data-invalid"):
             # Step 1b: stop, naming the failed expectations (they are in validate's report artefact)

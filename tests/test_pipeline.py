@@ -24,7 +24,7 @@ from gr2.pipeline.steps import step_config
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_COMPONENTS = {"ingest-data", "validate-data", "reject-data", "split-data", "sid-tokenizer", "feature-store",
                     "build-samples", "baselines", "midtrain", "traces", "reasoning-sft", "evaluate",
-                    "export-bundle", "promote-model", "hold-model", "run-report"}
+                    "promotion-gate", "export-bundle", "promote-model", "hold-model", "run-report"}
 EARLY = ["ingest-data", "validate-data", "split-data", "sid-tokenizer", "feature-store", "build-samples",
          "baselines", "midtrain"]
 # smaller than the smoke profile where only the amount of work changes (the suite runs the pipeline 3 times)
@@ -109,14 +109,15 @@ def _by_task(result) -> dict:
 
 @pytest.fixture(scope="module")
 def local_runs(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Three runs on one run directory: broken teacher, fixed, unchanged (outputs captured per run)."""
+    """Four runs on one run directory: broken teacher, fixed, unchanged, min_lift 1 (outputs captured per run)."""
     import contextlib
     import io
 
     run_dir = tmp_path_factory.mktemp("pipeline_run")
     source = Path(prepared_run.run_dir) / "data" / "raw"
     out: dict = {"run_dir": run_dir}
-    for name, overrides in (("broken", BROKEN_TEACHER), ("fixed", []), ("again", [])):
+    for name, overrides in (("broken", BROKEN_TEACHER), ("fixed", []), ("again", []),
+                            ("strict", ["pipeline.min_lift=1.0"])):
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             out[name] = _run(run_dir, source, overrides)
@@ -150,11 +151,11 @@ def test_rerun_after_fixing_continues_from_the_cache(local_runs: dict) -> None:
     assert (run_dir / decision / "decision").read_text().startswith(("# Promoted", "# Not promoted"))
     report = (run_dir / "report.md").read_text()
     assert "## Stage table" in report and "data:image/png;base64," in report
-    gate = json.loads((run_dir / "evaluate" / "evaluation" / "gate.json").read_text())
+    gate = json.loads((run_dir / "promotion-gate" / "gate" / "gate.json").read_text())
     assert f"lift {gate['lift']:+.4f}" in report
     assert ("promoted" in report) and gate["decision"] in ("promote", "hold")
     metrics = json.loads((run_dir / "evaluate" / "metrics.metadata.json").read_text())
-    assert "gate.lift" in metrics
+    assert "serving.lift" in metrics
     record = json.loads((run_dir / "pipeline_run.json").read_text())
     assert record["succeeded"] and len(record["steps"]) == len(tasks)
 
@@ -166,6 +167,18 @@ def test_unchanged_rerun_reuses_every_cached_step(local_runs: dict) -> None:
     executed = [s.task for s in again.steps if not s.cached]
     assert set(executed) <= {"promote-model", "hold-model"}, executed  # promotion has side effects: never cached
     assert (local_runs["run_dir"] / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_model_below_min_lift_is_held_and_the_report_says_why(local_runs: dict) -> None:
+    strict = local_runs["strict"]
+    assert strict.succeeded, strict.error
+    executed = {s.task for s in strict.steps if not s.cached}
+    assert executed == {"promotion-gate", "hold-model", "run-report"}, executed  # min_lift is a run parameter
+    run_dir = local_runs["run_dir"]
+    assert not (run_dir / "promote-model").exists()  # the last run's promotion is not shown as this run's
+    assert (run_dir / "hold-model" / "decision").read_text().startswith("# Not promoted")
+    assert "**Serving model not promoted" in (run_dir / "report.md").read_text()
 
 
 @pytest.mark.slow

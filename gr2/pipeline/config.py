@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 STEP_NAMES = ("ingest", "validate", "split", "sid", "features", "samples", "baselines", "midtrain", "traces",
-              "reasoning", "evaluate", "export", "promote", "report")
+              "reasoning", "evaluate", "gate", "export", "promote", "report")
 TRAINING_STEPS = ("midtrain", "reasoning")
 
 

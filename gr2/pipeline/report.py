@@ -43,12 +43,13 @@ def _section(title: str, path: str | Path | None) -> list[str]:
     return [f"## {title}", "", *body, ""]
 
 
-def write_report(eval_dir: str | Path, decision: str, out: str | Path,
+def write_report(eval_dir: str | Path, gate_dir: str | Path, out: str | Path,
                  sections: Mapping[str, str | Path | None]) -> str:
-    """Assemble the report from the evaluation folder and the steps' Markdown files; returns its text."""
+    """Assemble the report from the evaluation and gate folders and the steps' Markdown files; returns its text."""
     record = json.loads((Path(eval_dir) / "train_stages.json").read_text())
     record = record.get("metrics", record)  # gr2 metrics files wrap the payload with config and provenance
-    gate = json.loads((Path(eval_dir) / "gate.json").read_text())
+    gate = json.loads((Path(gate_dir) / "gate.json").read_text())
+    decision = gate["decision"]
     table = (Path(eval_dir) / "train_stages.md").read_text().strip().splitlines()
     chart = base64.b64encode(r1_chart_png(record["rows"])).decode()
     verdict = ("promoted" if decision == "promote" else "not promoted") + (

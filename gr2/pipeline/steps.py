@@ -25,6 +25,8 @@ from gr2.pipeline.config import STEP_NAMES
 # step's config keeps its cache key unchanged when only a later step's settings change.
 _TRAIN_LATER = {"midtrain": {"traces", "reasoning", "eval"}, "traces": {"reasoning", "eval"}, "reasoning": set()}
 _DATA_STEPS = ("ingest", "validate", "split")
+# pipeline settings that shape the DAG or the run, not what a step computes (min_lift is a run parameter)
+_ORCHESTRATION = {"min_lift", "caching", "host", "namespace", "experiment", "resources"}
 _FEATURE_STEPS = ("sid", "features", "samples", "baselines")
 
 
@@ -36,7 +38,7 @@ def step_config(cfg: GR2Config, step: str) -> str:
     """The part of ``cfg`` that ``step`` reads, as JSON (a component parameter, hence its cache key)."""
     if step not in STEP_NAMES:
         raise ValueError(f"unknown pipeline step {step!r}; steps are {list(STEP_NAMES)}")
-    data = cfg.model_dump(mode="json", exclude={"run_dir"})
+    data = cfg.model_dump(mode="json", exclude={"run_dir": True, "pipeline": _ORCHESTRATION})
     if step in _DATA_STEPS:
         keep = {"profile", "seed", "data"}
     elif step in _FEATURE_STEPS:
@@ -258,24 +260,35 @@ def _training_metrics(path: Path) -> dict[str, float]:
 
 # Step 10: evaluate (stage table + promotion gate) ----------------------------------------------------------
 def evaluate(config: str, dataset: str, split_dir: str, sid_dir: str, samples_dir: str, midtrain_dir: str,
-             reasoning_dir: str, eval_out: str, table_out: str, min_lift: float) -> dict[str, Any]:
-    """Stage table on ``train.eval.split`` and the gate: serving model vs incoming order on validation."""
-    from gr2.pipeline.gate import promotion_gate
+             reasoning_dir: str, eval_out: str, table_out: str) -> dict[str, float]:
+    """Stage table on ``train.eval.split``, and the serving model's lift over the incoming order on validation."""
+    from gr2.pipeline.gate import serving_lift
     from gr2.train.stages import run_stage_table
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-evaluate-"))
     inputs = _inputs(dataset, sid_dir, samples_dir)
     table = run_stage_table(cfg, inputs, models={"mid-training": Path(midtrain_dir) / "model",
                                                  "reasoning SFT": Path(reasoning_dir) / "model"}, out_dir=eval_out)
-    gate = promotion_gate(cfg, inputs, Path(reasoning_dir) / "model", min_lift)
-    (Path(eval_out) / "gate.json").write_text(json.dumps(gate, indent=2) + "\n")
+    lift = serving_lift(cfg, inputs, Path(reasoning_dir) / "model")
+    (Path(eval_out) / "serving_lift.json").write_text(json.dumps(lift, indent=2) + "\n")
     _copy_text(table.markdown, table_out)
     metrics = {f"{r['stage']} / {r['method']}.R@1": float(r["R@1"]) for r in table.rows if "R@1" in r}
-    metrics.update({f"gate.{k}": float(v) for k, v in gate.items() if isinstance(v, int | float)})
-    return {"metrics": metrics, "decision": gate["decision"], "lift": gate["lift"]}
+    metrics.update({f"serving.{k}": float(v) for k, v in lift.items() if isinstance(v, int | float)})
+    return metrics
 
 
-# Step 11: export for serving -------------------------------------------------------------------------------
+# Step 11: the promotion gate -------------------------------------------------------------------------------
+def gate(eval_dir: str, min_lift: float, gate_out: str) -> str:
+    """``promote`` when the serving model's validation lift reaches ``min_lift``, else ``hold``; writes gate.json."""
+    from gr2.pipeline.gate import decide
+
+    decision = decide(json.loads((Path(eval_dir) / "serving_lift.json").read_text()), min_lift)
+    Path(gate_out).mkdir(parents=True, exist_ok=True)
+    (Path(gate_out) / "gate.json").write_text(json.dumps(decision, indent=2) + "\n")
+    return decision["decision"]
+
+
+# Step 12: export for serving -------------------------------------------------------------------------------
 def export(config: str, dataset: str, sid_dir: str, reasoning_dir: str, bundle_out: str) -> dict[str, Any]:
     """The serving bundle (:func:`gr2.models.bundle.write_serving_bundle`) of the reasoning-SFT model."""
     import hashlib
@@ -297,14 +310,14 @@ def export(config: str, dataset: str, sid_dir: str, reasoning_dir: str, bundle_o
     return {"model_version": manifest.model_version, "model_name": manifest.model_name}
 
 
-# Step 12: register / promote -------------------------------------------------------------------------------
-def promote(config: str, bundle_dir: str, eval_dir: str, record_out: str) -> dict[str, Any]:
+# Step 13: register / promote -------------------------------------------------------------------------------
+def promote(config: str, bundle_dir: str, gate_dir: str, record_out: str) -> dict[str, Any]:
     """Register the bundle: copy it to ``pipeline.registry_dir/<model>/<version>`` and point ``latest`` at it."""
     from gr2.models.bundle import read_manifest
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-promote-"))
     manifest = read_manifest(bundle_dir)
-    gate = json.loads((Path(eval_dir) / "gate.json").read_text())
+    gate = json.loads((Path(gate_dir) / "gate.json").read_text())
     where = "not copied (pipeline.registry_dir is empty)"
     if cfg.pipeline.registry_dir:
         target = Path(cfg.pipeline.registry_dir) / manifest.model_name / manifest.model_version
@@ -321,9 +334,9 @@ def promote(config: str, bundle_dir: str, eval_dir: str, record_out: str) -> dic
     return {"model_version": manifest.model_version, "registry": where}
 
 
-def hold(eval_dir: str, record_out: str) -> str:
+def hold(gate_dir: str, record_out: str) -> str:
     """Record why the model was not promoted."""
-    gate = json.loads((Path(eval_dir) / "gate.json").read_text())
+    gate = json.loads((Path(gate_dir) / "gate.json").read_text())
     text = (f"# Not promoted\n\nR@1 lift over the incoming order on validation: {gate['lift']:+.4f} "
             f"(95% CI [{gate['lift_lo']:+.4f}, {gate['lift_hi']:+.4f}], {gate['samples']} samples) is below "
             f"pipeline.min_lift {gate['min_lift']:+.4f}; the serving model stays as it is.\n")
