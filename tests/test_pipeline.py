@@ -87,10 +87,14 @@ def test_step_config_holds_only_what_the_step_reads() -> None:
     cfg = load_config("smoke")
     changed = load_config("smoke", overrides=["train.traces.max_tries=9"])
     mid = json.loads(step_config(cfg, "midtrain"))
-    assert "traces" not in mid["train"] and "pipeline" not in mid and "run_dir" not in mid
+    assert "traces" not in mid["train"] and set(mid["pipeline"]) == {"trainjob"} and "run_dir" not in mid
     assert step_config(cfg, "midtrain") == step_config(changed, "midtrain")  # so its cache key stays
     assert step_config(cfg, "traces") != step_config(changed, "traces")
     assert set(json.loads(step_config(cfg, "validate"))) == {"profile", "seed", "data"}
+    handoff = load_config("smoke", overrides=["pipeline.trainjob.enabled=true", "pipeline.min_lift=0.5"])
+    assert json.loads(step_config(handoff, "midtrain"))["pipeline"] == {"trainjob": handoff.pipeline.trainjob.model_dump()}
+    assert json.loads(step_config(handoff, "traces"))["pipeline"] == {}
+    assert "min_lift" not in json.loads(step_config(handoff, "evaluate"))["pipeline"]  # a run parameter instead
     with pytest.raises(ValueError, match="unknown pipeline step"):
         step_config(cfg, "rl")
 

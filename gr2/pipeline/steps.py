@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gr2.config import GR2Config
-from gr2.pipeline.config import STEP_NAMES
+from gr2.pipeline.config import STEP_NAMES, TRAINING_STEPS
 
 # Sections of the settings tree a step must not see: the ones of later steps. Leaving them out of the
 # step's config keeps its cache key unchanged when only a later step's settings change.
@@ -44,10 +44,12 @@ def step_config(cfg: GR2Config, step: str) -> str:
     elif step in _FEATURE_STEPS:
         keep = {"profile", "seed", "data", "features", "sid", "rerank"}
     else:
-        keep = set(data) - ({"pipeline"} if step in _TRAIN_LATER else set())
+        keep = set(data)
     data = {k: v for k, v in data.items() if k in keep}
     if step in _TRAIN_LATER:
         data["train"] = {k: v for k, v in data["train"].items() if k not in _TRAIN_LATER[step]}
+        # training steps read only the TrainJob handoff settings of the pipeline section
+        data["pipeline"] = {"trainjob": data["pipeline"]["trainjob"]} if step in TRAINING_STEPS else {}
     return json.dumps(data, sort_keys=True)
 
 
