@@ -8,6 +8,7 @@ cache), an unchanged rerun (everything cached), and a run on bad data (stops at 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -116,16 +117,21 @@ def local_runs(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory
     """Four runs on one run directory: broken teacher, fixed, unchanged, min_lift 1 (outputs captured per run)."""
     import contextlib
     import io
+    import shutil
 
     run_dir = tmp_path_factory.mktemp("pipeline_run")
     source = Path(prepared_run.run_dir) / "data" / "raw"
-    out: dict = {"run_dir": run_dir}
+    out: dict = {}
     for name, overrides in (("broken", BROKEN_TEACHER), ("fixed", []), ("again", []),
                             ("strict", ["pipeline.min_lift=1.0"])):
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             out[name] = _run(run_dir, source, overrides)
         out[f"{name}_log"] = buf.getvalue()
+        # the run directory as this run left it (hard links; the artefact store itself is shared)
+        out[f"{name}_dir"] = run_dir.parent / f"after_{name}"
+        shutil.copytree(run_dir, out[f"{name}_dir"], ignore=shutil.ignore_patterns(".kfp"), symlinks=True,
+                        copy_function=os.link)
     return out
 
 
@@ -146,8 +152,8 @@ def test_rerun_after_fixing_continues_from_the_cache(local_runs: dict) -> None:
     tasks = _by_task(fixed)
     assert all(tasks[t].cached for t in EARLY), {t: tasks[t].cached for t in EARLY}
     assert not tasks["traces"].cached and not tasks["reasoning-sft"].cached  # the teacher changed
-    run_dir = local_runs["run_dir"]
-    for task in (*EARLY, "traces", "reasoning-sft", "evaluate", "export-bundle", "run-report"):
+    run_dir = local_runs["fixed_dir"]
+    for task in (*EARLY, "traces", "reasoning-sft", "evaluate", "promotion-gate", "export-bundle", "run-report"):
         assert (run_dir / task).is_dir(), task
     assert (run_dir / "export-bundle" / "bundle" / "gr2_serving.json").exists()
     assert (run_dir / "reasoning-sft" / "model" / "model" / "config.json").exists()
@@ -170,7 +176,7 @@ def test_unchanged_rerun_reuses_every_cached_step(local_runs: dict) -> None:
     assert again.succeeded, again.error
     executed = [s.task for s in again.steps if not s.cached]
     assert set(executed) <= {"promote-model", "hold-model"}, executed  # promotion has side effects: never cached
-    assert (local_runs["run_dir"] / "report.md").exists()
+    assert (local_runs["again_dir"] / "report.md").exists()
 
 
 @pytest.mark.slow
@@ -179,8 +185,8 @@ def test_model_below_min_lift_is_held_and_the_report_says_why(local_runs: dict) 
     assert strict.succeeded, strict.error
     executed = {s.task for s in strict.steps if not s.cached}
     assert executed == {"promotion-gate", "hold-model", "run-report"}, executed  # min_lift is a run parameter
-    run_dir = local_runs["run_dir"]
-    assert not (run_dir / "promote-model").exists()  # the last run's promotion is not shown as this run's
+    run_dir = local_runs["strict_dir"]
+    assert not (run_dir / "promote-model").exists()  # a decision of an earlier run is not shown as this one's
     assert (run_dir / "hold-model" / "decision").read_text().startswith("# Not promoted")
     assert "**Serving model not promoted" in (run_dir / "report.md").read_text()
 

@@ -178,8 +178,11 @@ def run_trainjob(cfg: GR2Config, stage: str, run: Path, api: Any = None) -> Path
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"run_dir", "profile"})))
     obj = render_trainjob(cfg, stage, name, str(shared / "run"), str(config_file))
     submit_and_wait(obj, tj.timeout_s, tj.poll_s, api=api)
+    produced = shared / "run" / "train" / stage
+    if not (produced / "metrics.json").exists():
+        raise TrainJobError(f"TrainJob {name} completed but wrote no {produced / 'metrics.json'}")
     out = run / "train" / stage
-    for item in (shared / "run" / "train" / stage).iterdir():
+    for item in produced.iterdir():
         target = out / item.name
         if item.is_dir():
             shutil.copytree(item, target, dirs_exist_ok=True)
