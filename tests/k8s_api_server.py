@@ -31,8 +31,14 @@ class K8sState:
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason,
-            "message": message}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -52,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _parts(self) -> list[str] | None:
         if not self.path.startswith(PREFIX):
             return None
-        return self.path[len(PREFIX):].split("?")[0].split("/")  # ns, plural[, name]
+        return self.path[len(PREFIX) :].split("?")[0].split("/")  # ns, plural[, name]
 
     def do_POST(self) -> None:
         self.state.requests.append(("POST", self.path))
@@ -88,8 +94,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif len(conditions) == 2:
             command = obj["spec"]["trainer"]["command"]
             failed = any(stage in command for stage in self.state.fail_stages)
-            conditions.append({"type": "Failed" if failed else "Complete", "status": "True",
-                               "message": "node-0: exit code 1" if failed else "all nodes succeeded"})
+            conditions.append(
+                {
+                    "type": "Failed" if failed else "Complete",
+                    "status": "True",
+                    "message": "node-0: exit code 1" if failed else "all nodes succeeded",
+                }
+            )
         self._reply(200, obj)
 
 
@@ -98,7 +109,9 @@ class K8sApiServer:
 
     def __init__(self, crd_file: str | Path) -> None:
         self.state = K8sState(schema=trainjob_schema(crd_file))
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"state": self.state}))
+        self._server = ThreadingHTTPServer(
+            ("127.0.0.1", 0), type("Handler", (_Handler,), {"state": self.state})
+        )
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -7,12 +7,34 @@ from gr2.contract import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def evaluate(config: str, dataset: Input[Dataset], split: Input[Dataset], sid: Input[Model], samples: Input[Dataset],
-             midtrain: Input[Model], reasoning: Input[Model], evaluation: Output[Artifact], table: Output[Markdown],
-             metrics: Output[Metrics]):
-    """Step 10: the stage-by-stage table, and the serving model's lift over the incoming order on validation."""
+def evaluate(
+    config: str,
+    dataset: Input[Dataset],
+    split: Input[Dataset],
+    sid: Input[Model],
+    samples: Input[Dataset],
+    midtrain: Input[Model],
+    reasoning: Input[Model],
+    evaluation: Output[Artifact],
+    table: Output[Markdown],
+    metrics: Output[Metrics],
+):
+    """Step 10: the stage-by-stage table, and the serving model's lift over the incoming order on
+    validation."""
     from gr2.pipeline.steps import evaluate as run_evaluate
     from gr2.pipeline.steps import log_metrics
 
-    log_metrics(metrics, run_evaluate(config, dataset.path, split.path, sid.path, samples.path, midtrain.path,
-                                      reasoning.path, evaluation.path, table.path))
+    log_metrics(
+        metrics,
+        run_evaluate(
+            config,
+            dataset.path,
+            split.path,
+            sid.path,
+            samples.path,
+            midtrain.path,
+            reasoning.path,
+            evaluation.path,
+            table.path,
+        ),
+    )

@@ -32,9 +32,14 @@ def serving_lift(cfg: GR2Config, inputs: StageInputs, model_dir: str | Path) -> 
     row, _ = stage_row("serving", str(model_dir), SERVING_METHOD, samples, rankings, base=base)
     lift = row["R@1_lift_vs_incoming"]
     return {
-        "split": "validation", "method": SERVING_METHOD, "samples": len(samples),
-        "incoming_R@1": float(base_row["R@1"]), "serving_R@1": float(row["R@1"]),
-        "lift": float(lift["abs"]), "lift_lo": float(lift["abs_lo"]), "lift_hi": float(lift["abs_hi"]),
+        "split": "validation",
+        "method": SERVING_METHOD,
+        "samples": len(samples),
+        "incoming_R@1": float(base_row["R@1"]),
+        "serving_R@1": float(row["R@1"]),
+        "lift": float(lift["abs"]),
+        "lift_lo": float(lift["abs_lo"]),
+        "lift_hi": float(lift["abs_hi"]),
     }
 
 
@@ -44,4 +49,8 @@ def decide(lift: dict[str, Any], min_lift: float) -> dict[str, Any]:
     >>> decide({"lift": 0.02}, 0.01)["decision"], decide({"lift": 0.0}, 0.01)["decision"]
     ('promote', 'hold')
     """
-    return {**lift, "min_lift": float(min_lift), "decision": "promote" if lift["lift"] >= min_lift else "hold"}
+    return {
+        **lift,
+        "min_lift": float(min_lift),
+        "decision": "promote" if lift["lift"] >= min_lift else "hold",
+    }
