@@ -3,12 +3,16 @@
 Created objects are checked against the CRD's schema (types and fields the API server would prune) and
 stored; each GET advances a stored job one phase (Created -> Running -> Complete, or -> Failed when the
 job's command names a stage listed in ``fail_stages``), the way a controller's status updates appear to a
-polling client. Every request is recorded.
+polling client. With ``execute``, the last phase runs the job's trainer command on this machine (one node,
+``torchrun --standalone``) and reports Complete or Failed by its exit code. Every request is recorded.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +32,9 @@ class K8sState:
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     fail_stages: set[str] = field(default_factory=set)
+    execute: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    logs: list[str] = field(default_factory=list)
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -94,6 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif len(conditions) == 2:
             command = obj["spec"]["trainer"]["command"]
             failed = any(stage in command for stage in self.state.fail_stages)
+            if self.state.execute and not failed:
+                failed = self._run(obj["spec"]["trainer"]) != 0
             conditions.append(
                 {
                     "type": "Failed" if failed else "Complete",
@@ -102,6 +111,16 @@ class _Handler(BaseHTTPRequestHandler):
                 }
             )
         self._reply(200, obj)
+
+    def _run(self, trainer: dict[str, Any]) -> int:
+        """The trainer command on one local node; ``torchrun`` becomes ``python -m torch.distributed.run``."""
+        command = list(trainer["command"])
+        if command[0] == "torchrun":
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", *command[1:]]
+        env = {**os.environ, **self.state.env, **{e["name"]: e["value"] for e in trainer.get("env", [])}}
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        self.state.logs.append(proc.stdout[-3000:] + proc.stderr[-3000:])
+        return proc.returncode
 
 
 class K8sApiServer:

@@ -191,3 +191,60 @@ def test_trainjob_is_created_with_the_kubernetes_client_and_awaited(outcome: str
             "POST",
             "/apis/trainer.kubeflow.org/v1alpha1/namespaces/kubeflow/trainjobs",
         )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CRD.exists(), reason=f"{CRD} is not present (Kubeflow Trainer CRDs not vendored)")
+def test_midtrain_step_hands_off_to_a_trainjob_that_runs_its_command(
+    prepared_run: GR2Config, tmp_path: Path
+) -> None:
+    """The handoff end to end: stage on the shared volume, create the TrainJob, the job's own command trains
+    (run here by the test server on one node), outputs come back into the step's output folder."""
+    from k8s_api_server import K8sApiServer
+    from kubernetes import client
+    from test_train import _sid_map
+
+    from gr2.pipeline.steps import stage_run_dir
+    from gr2.pipeline.trainjob import run_trainjob
+
+    raw = RunPaths.of(prepared_run.run_dir).raw
+    sid = tmp_path / "sid"
+    _sid_map(pd.read_parquet(raw / "items.parquet")["item_id"].to_numpy()).save(sid / "sid_map.parquet")
+    out = tmp_path / "artefacts" / "model"
+    run = stage_run_dir(
+        {"data/raw": raw, "data/split": RunPaths.of(prepared_run.run_dir).split, "sid": sid},
+        {"train/midtrain": out},
+        root=tmp_path / "step",
+    )
+    cfg = load_config(
+        "smoke",
+        overrides=[
+            "pipeline.trainjob.enabled=true",
+            f"pipeline.trainjob.workdir={tmp_path / 'pvc'}",
+            "pipeline.trainjob.poll_s=0.01",
+            "train.midtrain.optim.max_steps=2",
+            "train.midtrain.num_examples=16",
+            "train.midtrain.eval_users=2",
+            "train.midtrain.eval_titles=2",
+            "train.threads=1",
+        ],
+    )
+    with K8sApiServer(CRD) as srv:
+        srv.state.execute = True
+        srv.state.env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        api = client.CustomObjectsApi(client.ApiClient(client.Configuration(host=srv.url)))
+        run_trainjob(cfg, "midtrain", run, api=api)
+        (job,) = srv.state.objects.values()
+    assert job["status"]["conditions"][-1]["type"] == "Complete", srv.state.logs
+    assert job["spec"]["trainer"]["command"][:6] == [
+        "torchrun",
+        "--nproc_per_node=1",
+        "-m",
+        "gr2.cli",
+        "train",
+        "midtrain",
+    ]
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]  # copied back into the artefact
+    assert metrics["steps"] == 2 and (out / "model" / "model.safetensors").exists()
+    shared = tmp_path / "pvc" / job["metadata"]["name"]
+    assert (shared / "run" / "data" / "raw" / "interactions.parquet").is_file()  # inputs copied, not linked
