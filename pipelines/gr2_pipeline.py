@@ -7,7 +7,6 @@ when it beats the incoming order on validation by ``min_lift``. Not yet here (no
 RL (DAPO), internalization, on-policy distillation, the compressor.
 """
 
-
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from components.hold_model import hold_model
 from components.ingest_data import ingest_data
 from components.midtrain import midtrain
 from components.promote_model import promote_model
+from components.promotion_gate import promotion_gate
 from components.reasoning_sft import reasoning_sft
 from components.reject_data import reject_data
 from components.run_report import run_report
@@ -57,8 +57,11 @@ def build_pipeline(cfg: GR2Config) -> Callable[..., Any]:
     def conf(step: str) -> str:
         return step_config(cfg, step)
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="GR2 generative reasoning re-ranker: data -> SIDs -> features "
-                  "-> samples -> training -> evaluation -> export -> promotion.")
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="GR2 generative reasoning re-ranker: data -> SIDs -> features "
+        "-> samples -> training -> evaluation -> export -> promotion.",
+    )
     def gr2_pipeline(source_path: str = cfg.data.source_path or "", min_lift: float = cfg.pipeline.min_lift):
         # Step 0: ingest the dataset (named dataset, or a folder in the canonical schema)
         ingest = _configure(ingest_data(config=conf("ingest"), source_path=source_path), cfg, "ingest")
@@ -73,44 +76,104 @@ def build_pipeline(cfg: GR2Config) -> Callable[..., Any]:
             sid = _configure(sid_tokenizer(config=conf("sid"), dataset=data, split=splits), cfg, "sid")
             sids = sid.outputs["sid"]
             # Step 4: features in Feast (apply + materialize)
-            feats = _configure(feature_store(config=conf("features"), dataset=data, split=splits, sid=sids),
-                               cfg, "features")
+            feats = _configure(
+                feature_store(config=conf("features"), dataset=data, split=splits, sid=sids), cfg, "features"
+            )
             # Step 5: legacy pre-ranker and re-ranking samples
-            samp = _configure(build_samples(config=conf("samples"), dataset=data, split=splits), cfg, "samples")
+            samp = _configure(
+                build_samples(config=conf("samples"), dataset=data, split=splits), cfg, "samples"
+            )
             samples = samp.outputs["samples"]
             # Step 6: baselines (incoming order, popularity, random, SASRec)
-            base = _configure(baselines(config=conf("baselines"), dataset=data, split=splits, samples=samples),
-                              cfg, "baselines")
+            base = _configure(
+                baselines(config=conf("baselines"), dataset=data, split=splits, samples=samples),
+                cfg,
+                "baselines",
+            )
             # Step 7: mid-training on the SID task mixture
-            mid = _configure(midtrain(config=conf("midtrain"), dataset=data, split=splits, sid=sids,
-                                      samples=samples), cfg, "midtrain")
+            mid = _configure(
+                midtrain(config=conf("midtrain"), dataset=data, split=splits, sid=sids, samples=samples),
+                cfg,
+                "midtrain",
+            )
             # Step 8: reasoning traces by rejection sampling
-            trc = _configure(traces(config=conf("traces"), dataset=data, split=splits, sid=sids,
-                                    feature_repo=feats.outputs["feature_repo"], samples=samples), cfg, "traces")
+            trc = _configure(
+                traces(
+                    config=conf("traces"),
+                    dataset=data,
+                    split=splits,
+                    sid=sids,
+                    feature_repo=feats.outputs["feature_repo"],
+                    samples=samples,
+                ),
+                cfg,
+                "traces",
+            )
             # Step 9: reasoning SFT (lambda_r < lambda_o)
-            rsn = _configure(reasoning_sft(config=conf("reasoning"), dataset=data, split=splits, sid=sids,
-                                           samples=samples, midtrain=mid.outputs["model"],
-                                           traces=trc.outputs["traces"]), cfg, "reasoning")
+            rsn = _configure(
+                reasoning_sft(
+                    config=conf("reasoning"),
+                    dataset=data,
+                    split=splits,
+                    sid=sids,
+                    samples=samples,
+                    midtrain=mid.outputs["model"],
+                    traces=trc.outputs["traces"],
+                ),
+                cfg,
+                "reasoning",
+            )
             # Steps RL (DAPO), internalization, OPD, compressor: not in gr2 yet
-            # Step 10: evaluate: stage table on test, promotion gate on validation
-            ev = _configure(evaluate(config=conf("evaluate"), dataset=data, split=splits, sid=sids, samples=samples,
-                                     midtrain=mid.outputs["model"], reasoning=rsn.outputs["model"],
-                                     min_lift=min_lift), cfg, "evaluate")
-            # Step 11: export the serving bundle
-            bundle = _configure(export_bundle(config=conf("export"), dataset=data, sid=sids,
-                                              reasoning=rsn.outputs["model"]), cfg, "export")
-            # Step 12: register/promote only when the serving model beats the incoming order by min_lift
-            with dsl.If(ev.outputs["decision"] == "promote", name="beats-incoming"):
-                _configure(promote_model(config=conf("promote"), bundle=bundle.outputs["bundle"],
-                                         evaluation=ev.outputs["evaluation"]), cfg, "promote")
+            # Step 10: evaluate: stage table on test, serving model vs incoming order on validation
+            ev = _configure(
+                evaluate(
+                    config=conf("evaluate"),
+                    dataset=data,
+                    split=splits,
+                    sid=sids,
+                    samples=samples,
+                    midtrain=mid.outputs["model"],
+                    reasoning=rsn.outputs["model"],
+                ),
+                cfg,
+                "evaluate",
+            )
+            # Step 11: the promotion gate (a run parameter: changing min_lift reruns only the gate and after)
+            gate = _configure(
+                promotion_gate(evaluation=ev.outputs["evaluation"], min_lift=min_lift), cfg, "gate"
+            )
+            # Step 12: export the serving bundle
+            bundle = _configure(
+                export_bundle(config=conf("export"), dataset=data, sid=sids, reasoning=rsn.outputs["model"]),
+                cfg,
+                "export",
+            )
+            # Step 13: register/promote only when the serving model beats the incoming order by min_lift
+            with dsl.If(gate.outputs["Output"] == "promote", name="beats-incoming"):
+                _configure(
+                    promote_model(
+                        config=conf("promote"), bundle=bundle.outputs["bundle"], gate=gate.outputs["gate"]
+                    ),
+                    cfg,
+                    "promote",
+                )
             with dsl.Else(name="below-min-lift"):
-                _configure(hold_model(evaluation=ev.outputs["evaluation"]), cfg, "promote")
-            # Step 13: the run report (stage table, chart, decision, every step's summary)
-            _configure(run_report(validation=validate.outputs["report"], sid_report=sid.outputs["report"],
-                                  baselines=base.outputs["report"], midtrain=mid.outputs["summary"],
-                                  traces=trc.outputs["summary"], reasoning=rsn.outputs["summary"],
-                                  evaluation=ev.outputs["evaluation"], decision=ev.outputs["decision"]),
-                       cfg, "report")
+                _configure(hold_model(gate=gate.outputs["gate"]), cfg, "promote")
+            # Step 14: the run report (stage table, chart, decision, every step's summary)
+            _configure(
+                run_report(
+                    validation=validate.outputs["report"],
+                    sid_report=sid.outputs["report"],
+                    baselines=base.outputs["report"],
+                    midtrain=mid.outputs["summary"],
+                    traces=trc.outputs["summary"],
+                    reasoning=rsn.outputs["summary"],
+                    evaluation=ev.outputs["evaluation"],
+                    gate=gate.outputs["gate"],
+                ),
+                cfg,
+                "report",
+            )
         with dsl.Else(name="data-invalid"):
             # Step 1b: stop, naming the failed expectations (they are in validate's report artefact)
             reject_data(report=validate.outputs["report"]).set_display_name("reject-data")

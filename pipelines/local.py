@@ -70,10 +70,21 @@ def _record_tasks(steps: list[StepRecord], pipeline_root: str) -> Iterator[None]
         run_root = os.path.join(pipeline_root, kwargs.get("pipeline_resource_name", ""))
         uris = {name: value.uri for name, value in (outputs or {}).items() if hasattr(value, "uri")}
         cached = bool(uris) and not any(u.startswith(run_root + os.sep) for u in uris.values())
-        meta = {name: dict(value.metadata) for name, value in (outputs or {}).items()
-                if getattr(value, "metadata", None)}
-        steps.append(StepRecord(task=task, status=status.name, cached=cached,
-                                seconds=round(time.perf_counter() - t0, 2), outputs=uris, metadata=meta))
+        meta = {
+            name: dict(value.metadata)
+            for name, value in (outputs or {}).items()
+            if getattr(value, "metadata", None)
+        }
+        steps.append(
+            StepRecord(
+                task=task,
+                status=status.name,
+                cached=cached,
+                seconds=round(time.perf_counter() - t0, 2),
+                outputs=uris,
+                metadata=meta,
+            )
+        )
         return outputs, status
 
     task_executor.execute_single_task = recording
@@ -85,6 +96,7 @@ def _record_tasks(steps: list[StepRecord], pipeline_root: str) -> Iterator[None]
 
 def _link_tree(src: Path, dst: Path) -> None:
     """Hard-link ``src`` (file or folder) to ``dst``, copying where links are impossible."""
+
     def link(s: str, d: str) -> None:
         try:
             os.link(s, d)
@@ -100,6 +112,10 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 def _collect(run_dir: Path, steps: list[StepRecord]) -> Path | None:
     """Link every output artefact under ``run_dir/<task>/<output>``; return the report's path."""
+    previous = run_dir / "pipeline_run.json"
+    if previous.exists():  # a task of the last run that this run skipped must not look current
+        for old in json.loads(previous.read_text()).get("steps", []):
+            shutil.rmtree(run_dir / old["task"], ignore_errors=True)
     for step in steps:
         target = run_dir / step.task
         if target.exists():
@@ -117,9 +133,13 @@ def _collect(run_dir: Path, steps: list[StepRecord]) -> Path | None:
     return None
 
 
-def run_local(cfg: GR2Config, run_dir: str | Path | None = None, source_path: str = "",
-              echo: Callable[[str], None] = print) -> LocalRun:
-    """Compile the pipeline for ``cfg`` and run it with ``kfp.local``; the run directory gets every artefact."""
+def run_local(
+    cfg: GR2Config,
+    run_dir: str | Path | None = None,
+    source_path: str = "",
+    echo: Callable[[str], None] = print,
+) -> LocalRun:
+    """Compile the pipeline for ``cfg``, run it with ``kfp.local``; the run directory gets every artefact."""
     from kfp import local
 
     from pipelines.gr2_pipeline import build_pipeline
@@ -128,8 +148,12 @@ def run_local(cfg: GR2Config, run_dir: str | Path | None = None, source_path: st
     run.mkdir(parents=True, exist_ok=True)
     (run / "report.md").unlink(missing_ok=True)
     pipeline_root = run / ".kfp"
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               raise_on_error=True, enable_caching=cfg.pipeline.caching)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+        enable_caching=cfg.pipeline.caching,
+    )
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not cfg.train.model.base_model:
@@ -148,10 +172,22 @@ def run_local(cfg: GR2Config, run_dir: str | Path | None = None, source_path: st
     failed = [s.task for s in steps if s.status != "SUCCESS"]
     if failed and not error:
         error = f"task(s) failed: {failed}"
-    result = LocalRun(run_dir=run, succeeded=not error, steps=steps, report=report, error=error, seconds=seconds)
-    (run / "pipeline_run.json").write_text(json.dumps(
-        {"succeeded": result.succeeded, "error": error, "seconds": seconds, "profile": cfg.profile,
-         "steps": [asdict(s) for s in steps]}, indent=2) + "\n")
+    result = LocalRun(
+        run_dir=run, succeeded=not error, steps=steps, report=report, error=error, seconds=seconds
+    )
+    (run / "pipeline_run.json").write_text(
+        json.dumps(
+            {
+                "succeeded": result.succeeded,
+                "error": error,
+                "seconds": seconds,
+                "profile": cfg.profile,
+                "steps": [asdict(s) for s in steps],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     for s in steps:
         echo(f"{s.task:<16} {s.status:<8} {'cached' if s.cached else f'{s.seconds:7.1f} s'}")
     return result

@@ -46,13 +46,21 @@ def compile_pipeline(cfg: GR2Config, out: str | Path) -> Path:
 def _version_id(client, pipeline_id: str, version_name: str) -> str | None:
     import json
 
-    flt = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": version_name}]})
+    flt = json.dumps(
+        {"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": version_name}]}
+    )
     found = client.list_pipeline_versions(pipeline_id=pipeline_id, filter=flt).pipeline_versions or []
     return found[0].pipeline_version_id if found else None
 
 
-def submit(cfg: GR2Config, host: str, namespace: str, experiment: str, run_name: str | None = None,
-           version_name: str | None = None) -> Submission:
+def submit(
+    cfg: GR2Config,
+    host: str,
+    namespace: str,
+    experiment: str,
+    run_name: str | None = None,
+    version_name: str | None = None,
+) -> Submission:
     """Upload the pipeline (or a new version of it), make sure the experiment exists, start a run."""
     import kfp
     from kfp_server_api.exceptions import ApiException
@@ -68,27 +76,38 @@ def submit(cfg: GR2Config, host: str, namespace: str, experiment: str, run_name:
             pipeline_id = client.get_pipeline_id(PIPELINE_NAME)
             if pipeline_id is None:
                 step = "upload pipeline"
-                pipeline_id = client.upload_pipeline(str(package), pipeline_name=PIPELINE_NAME,
-                                                     namespace=namespace).pipeline_id
+                pipeline_id = client.upload_pipeline(
+                    str(package), pipeline_name=PIPELINE_NAME, namespace=namespace
+                ).pipeline_id
                 step = "upload pipeline version"
-                version_id = client.upload_pipeline_version(str(package), version, pipeline_id=pipeline_id)\
-                    .pipeline_version_id
+                version_id = client.upload_pipeline_version(
+                    str(package), version, pipeline_id=pipeline_id
+                ).pipeline_version_id
             else:
                 step = "find pipeline version"
                 version_id = _version_id(client, pipeline_id, version)
                 if version_id is None:
                     step = "upload pipeline version"
-                    version_id = client.upload_pipeline_version(str(package), version, pipeline_id=pipeline_id)\
-                        .pipeline_version_id
+                    version_id = client.upload_pipeline_version(
+                        str(package), version, pipeline_id=pipeline_id
+                    ).pipeline_version_id
             step = "create experiment"
             experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
             step = "create run"
             run = client.run_pipeline(
-                experiment_id=experiment_id, job_name=run_name or f"gr2-{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}",
-                pipeline_id=pipeline_id, version_id=version_id,
+                experiment_id=experiment_id,
+                job_name=run_name or f"gr2-{cfg.profile}-{time.strftime('%Y%m%d-%H%M%S')}",
+                pipeline_id=pipeline_id,
+                version_id=version_id,
                 params={"source_path": cfg.data.source_path or "", "min_lift": cfg.pipeline.min_lift},
-                enable_caching=cfg.pipeline.caching)
+                enable_caching=cfg.pipeline.caching,
+            )
         except (ApiException, HTTPError, ValueError) as err:
             raise SubmitError(f"{host}: {step} failed: {err}") from err
-    return Submission(pipeline_id=pipeline_id, version_id=version_id, experiment_id=experiment_id,
-                      run_id=run.run_id, url=f"{host.rstrip('/')}/#/runs/details/{run.run_id}")
+    return Submission(
+        pipeline_id=pipeline_id,
+        version_id=version_id,
+        experiment_id=experiment_id,
+        run_id=run.run_id,
+        url=f"{host.rstrip('/')}/#/runs/details/{run.run_id}",
+    )

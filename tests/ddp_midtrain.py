@@ -44,9 +44,17 @@ def main() -> None:
     midtrain.SFTTrainer = RecordingSFTTrainer
     midtrain.run_midtrain(cfg)
     rank = int(os.environ["RANK"])
-    Path(run_dir, f"seen_rank{rank}.json").write_text(json.dumps(
-        {"rank": rank, "world_size": int(os.environ["WORLD_SIZE"]), "backend": _backend(),
-         "rows": RecordingSFTTrainer.seen, "dataset": RecordingSFTTrainer.dataset}))
+    Path(run_dir, f"seen_rank{rank}.json").write_text(
+        json.dumps(
+            {
+                "rank": rank,
+                "world_size": int(os.environ["WORLD_SIZE"]),
+                "backend": _backend(),
+                "rows": RecordingSFTTrainer.seen,
+                "dataset": RecordingSFTTrainer.dataset,
+            }
+        )
+    )
 
 
 def _backend() -> str:

@@ -83,7 +83,11 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         query = parse_qs(url.query)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        record: dict[str, Any] = {"method": method, "path": url.path, "query": {k: v[0] for k, v in query.items()}}
+        record: dict[str, Any] = {
+            "method": method,
+            "path": url.path,
+            "query": {k: v[0] for k, v in query.items()},
+        }
         try:
             record["body"], files = self._parse_body(body)
             record["files"] = sorted(files)
@@ -99,16 +103,19 @@ class _Handler(BaseHTTPRequestHandler):
             return None, {}
         if ctype.startswith("multipart/form-data"):
             msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + body)
-            files = {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
-                     for part in msg.iter_parts()}
+            files = {
+                part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+                for part in msg.iter_parts()
+            }
             return None, files
         try:
             return json.loads(body), {}
         except json.JSONDecodeError as err:
             raise ApiError(400, f"body is not JSON: {err}") from err
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any,
-               files: dict[str, bytes]) -> tuple[int, dict[str, Any]]:
+    def _route(
+        self, method: str, path: str, query: dict[str, list[str]], body: Any, files: dict[str, bytes]
+    ) -> tuple[int, dict[str, Any]]:
         s = self.state
         if (method, path) == ("GET", f"{API}/healthz"):
             return 200, {"multi_user": False}
@@ -124,8 +131,12 @@ class _Handler(BaseHTTPRequestHandler):
             if any(p["display_name"] == name for p in s.pipelines.values()):
                 raise ApiError(409, f"pipeline {name} already exists")
             pid = str(uuid.uuid4())
-            s.pipelines[pid] = {"pipeline_id": pid, "display_name": name, "created_at": _now(),
-                                "namespace": query.get("namespace", [""])[0]}
+            s.pipelines[pid] = {
+                "pipeline_id": pid,
+                "display_name": name,
+                "created_at": _now(),
+                "namespace": query.get("namespace", [""])[0],
+            }
             self._add_version(pid, name, spec)
             return 200, s.pipelines[pid]
         if (method, path) == ("POST", f"{API}/pipelines/upload_version"):
@@ -141,21 +152,31 @@ class _Handler(BaseHTTPRequestHandler):
             if pid not in s.pipelines:
                 raise ApiError(404, f"pipeline {pid!r} not found")
             name = _display_name_filter(query)
-            found = [{k: v for k, v in ver.items() if k != "spec"} for ver in s.versions.values()
-                     if ver["pipeline_id"] == pid and (name is None or ver["display_name"] == name)]
+            found = [
+                {k: v for k, v in ver.items() if k != "spec"}
+                for ver in s.versions.values()
+                if ver["pipeline_id"] == pid and (name is None or ver["display_name"] == name)
+            ]
             return 200, {"pipeline_versions": found, "total_size": len(found)} if found else {}
         if (method, path) == ("GET", f"{API}/experiments"):
             name, ns = _display_name_filter(query), query.get("namespace", [None])[0]
-            found = [e for e in s.experiments.values()
-                     if (name is None or e["display_name"] == name) and (ns is None or e["namespace"] == ns)]
+            found = [
+                e
+                for e in s.experiments.values()
+                if (name is None or e["display_name"] == name) and (ns is None or e["namespace"] == ns)
+            ]
             return 200, {"experiments": found, "total_size": len(found)} if found else {}
         if (method, path) == ("POST", f"{API}/experiments"):
             if not body or not body.get("display_name"):
                 raise ApiError(400, "experiment display_name is required")
             eid = str(uuid.uuid4())
-            s.experiments[eid] = {"experiment_id": eid, "display_name": body["display_name"],
-                                  "namespace": body.get("namespace") or "", "created_at": _now(),
-                                  "storage_state": "AVAILABLE"}
+            s.experiments[eid] = {
+                "experiment_id": eid,
+                "display_name": body["display_name"],
+                "namespace": body.get("namespace") or "",
+                "created_at": _now(),
+                "storage_state": "AVAILABLE",
+            }
             return 200, s.experiments[eid]
         if (method, path) == ("POST", f"{API}/runs"):
             return 200, self._create_run(body or {})
@@ -165,8 +186,13 @@ class _Handler(BaseHTTPRequestHandler):
         if any(v["pipeline_id"] == pid and v["display_name"] == name for v in self.state.versions.values()):
             raise ApiError(409, f"version {name} of pipeline {pid} already exists")
         vid = str(uuid.uuid4())
-        self.state.versions[vid] = {"pipeline_id": pid, "pipeline_version_id": vid, "display_name": name,
-                                    "created_at": _now(), "spec": spec}
+        self.state.versions[vid] = {
+            "pipeline_id": pid,
+            "pipeline_version_id": vid,
+            "display_name": name,
+            "created_at": _now(),
+            "spec": spec,
+        }
         return {k: v for k, v in self.state.versions[vid].items() if k != "spec"}
 
     def _create_run(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -183,10 +209,15 @@ class _Handler(BaseHTTPRequestHandler):
         if unknown:
             raise ApiError(400, f"unknown pipeline parameter(s) {unknown}; declared: {sorted(declared)}")
         rid = str(uuid.uuid4())
-        s.runs[rid] = {"run_id": rid, "display_name": body.get("display_name", ""),
-                       "experiment_id": body["experiment_id"], "pipeline_version_reference": ref,
-                       "runtime_config": body.get("runtime_config") or {}, "state": "PENDING",
-                       "created_at": _now()}
+        s.runs[rid] = {
+            "run_id": rid,
+            "display_name": body.get("display_name", ""),
+            "experiment_id": body["experiment_id"],
+            "pipeline_version_reference": ref,
+            "runtime_config": body.get("runtime_config") or {},
+            "state": "PENDING",
+            "created_at": _now(),
+        }
         return s.runs[rid]
 
     def do_GET(self) -> None:

@@ -8,6 +8,7 @@ cache), an unchanged rerun (everything cached), and a run on bad data (stops at 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -22,14 +23,55 @@ from gr2.contract import IMAGE, PIPELINE_NAME
 from gr2.pipeline.steps import step_config
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_COMPONENTS = {"ingest-data", "validate-data", "reject-data", "split-data", "sid-tokenizer", "feature-store",
-                    "build-samples", "baselines", "midtrain", "traces", "reasoning-sft", "evaluate",
-                    "export-bundle", "promote-model", "hold-model", "run-report"}
-EARLY = ["ingest-data", "validate-data", "split-data", "sid-tokenizer", "feature-store", "build-samples",
-         "baselines", "midtrain"]
-BROKEN_TEACHER = ["train.traces.teacher=openai", "train.traces.openai.base_url=http://127.0.0.1:9/v1",
-                  "train.traces.openai.max_retries=0", "train.traces.openai.timeout_s=2",
-                  "train.traces.openai.requests_per_second=1000"]
+STAGE_COMPONENTS = {
+    "ingest-data",
+    "validate-data",
+    "reject-data",
+    "split-data",
+    "sid-tokenizer",
+    "feature-store",
+    "build-samples",
+    "baselines",
+    "midtrain",
+    "traces",
+    "reasoning-sft",
+    "evaluate",
+    "promotion-gate",
+    "export-bundle",
+    "promote-model",
+    "hold-model",
+    "run-report",
+}
+EARLY = [
+    "ingest-data",
+    "validate-data",
+    "split-data",
+    "sid-tokenizer",
+    "feature-store",
+    "build-samples",
+    "baselines",
+    "midtrain",
+]
+# smaller than the smoke profile where only the amount of work changes (the suite runs the pipeline 3 times)
+SMALL = [
+    "sid.epochs=3",
+    "rerank.sasrec_epochs=1",
+    "train.midtrain.eval_users=8",
+    "train.midtrain.eval_titles=8",
+    "train.traces.max_samples=30",
+    "train.reasoning.eval_samples=8",
+    "train.reasoning.eval_generate=1",
+    "train.eval.max_samples=16",
+    "train.eval.max_generate=2",
+    "pipeline.gate_samples=24",
+]
+BROKEN_TEACHER = [
+    "train.traces.teacher=openai",
+    "train.traces.openai.base_url=http://127.0.0.1:9/v1",
+    "train.traces.openai.max_retries=0",
+    "train.traces.openai.timeout_s=2",
+    "train.traces.openai.requests_per_second=1000",
+]
 
 
 def _executors(spec: dict) -> set[str]:
@@ -47,7 +89,9 @@ def test_compiled_yaml_loads_back_with_one_component_per_stage() -> None:
     for executor in spec["deploymentSpec"]["executors"].values():
         container = executor["container"]
         assert container["image"] == IMAGE
-        assert "pip install" not in " ".join(container["command"])  # install_kfp_package=False: the image has it
+        assert "pip install" not in " ".join(
+            container["command"]
+        )  # install_kfp_package=False: the image has it
 
 
 @pytest.mark.parametrize("path", [COMPILED, HELM_COPY])
@@ -61,12 +105,19 @@ def test_committed_yaml_matches_the_code(tmp_path: Path, path: Path) -> None:
 def test_resources_and_accelerators_come_from_config(tmp_path: Path) -> None:
     from pipelines.submit import compile_pipeline
 
-    cfg = load_config("default", overrides=[
-        "pipeline.resources.midtrain.accelerator_type=nvidia.com/gpu",
-        "pipeline.resources.midtrain.accelerator_count=2", "pipeline.resources.midtrain.memory_limit=32Gi"])
+    cfg = load_config(
+        "default",
+        overrides=[
+            "pipeline.resources.midtrain.accelerator_type=nvidia.com/gpu",
+            "pipeline.resources.midtrain.accelerator_count=2",
+            "pipeline.resources.midtrain.memory_limit=32Gi",
+        ],
+    )
     spec = yaml.safe_load(compile_pipeline(cfg, tmp_path / "p.yaml").read_text())
     res = spec["deploymentSpec"]["executors"]["exec-midtrain"]["container"]["resources"]
-    assert res["accelerator"]["resourceType"] == "nvidia.com/gpu" and res["accelerator"]["resourceCount"] == "2"
+    assert (
+        res["accelerator"]["resourceType"] == "nvidia.com/gpu" and res["accelerator"]["resourceCount"] == "2"
+    )
     assert res["resourceMemoryLimit"] == "32Gi"
     validate = spec["deploymentSpec"]["executors"]["exec-validate-data"]["container"]["resources"]
     assert "accelerator" not in validate and validate["resourceCpuRequest"] == "500m"
@@ -83,19 +134,27 @@ def test_step_config_holds_only_what_the_step_reads() -> None:
     cfg = load_config("smoke")
     changed = load_config("smoke", overrides=["train.traces.max_tries=9"])
     mid = json.loads(step_config(cfg, "midtrain"))
-    assert "traces" not in mid["train"] and "pipeline" not in mid and "run_dir" not in mid
+    assert "traces" not in mid["train"] and set(mid["pipeline"]) == {"trainjob"} and "run_dir" not in mid
     assert step_config(cfg, "midtrain") == step_config(changed, "midtrain")  # so its cache key stays
     assert step_config(cfg, "traces") != step_config(changed, "traces")
     assert set(json.loads(step_config(cfg, "validate"))) == {"profile", "seed", "data"}
+    handoff = load_config("smoke", overrides=["pipeline.trainjob.enabled=true", "pipeline.min_lift=0.5"])
+    assert json.loads(step_config(handoff, "midtrain"))["pipeline"] == {
+        "trainjob": handoff.pipeline.trainjob.model_dump()
+    }
+    assert json.loads(step_config(handoff, "traces"))["pipeline"] == {}
+    assert (
+        "min_lift" not in json.loads(step_config(handoff, "evaluate"))["pipeline"]
+    )  # a run parameter instead
     with pytest.raises(ValueError, match="unknown pipeline step"):
         step_config(cfg, "rl")
 
 
-# ---- local runs (kfp.local SubprocessRunner) -----------------------------------------------------------------
+# ---- local runs (kfp.local SubprocessRunner) ----------------------------------------------------------
 def _run(run_dir: Path, source: Path, overrides: list[str]):
     from pipelines.local import run_local
 
-    cfg = load_config("smoke", overrides=overrides)
+    cfg = load_config("smoke", overrides=[*SMALL, *overrides])
     return run_local(cfg, run_dir, source_path=str(source), echo=lambda _: None)
 
 
@@ -105,18 +164,33 @@ def _by_task(result) -> dict:
 
 @pytest.fixture(scope="module")
 def local_runs(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Three runs on one run directory: broken teacher, fixed, unchanged (outputs captured per run)."""
+    """Four runs on one run directory: broken teacher, fixed, unchanged, min_lift 1 (each one kept)."""
     import contextlib
     import io
+    import shutil
 
     run_dir = tmp_path_factory.mktemp("pipeline_run")
     source = Path(prepared_run.run_dir) / "data" / "raw"
-    out: dict = {"run_dir": run_dir}
-    for name, overrides in (("broken", BROKEN_TEACHER), ("fixed", []), ("again", [])):
+    out: dict = {}
+    for name, overrides in (
+        ("broken", BROKEN_TEACHER),
+        ("fixed", []),
+        ("again", []),
+        ("strict", ["pipeline.min_lift=1.0"]),
+    ):
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             out[name] = _run(run_dir, source, overrides)
         out[f"{name}_log"] = buf.getvalue()
+        # the run directory as this run left it (hard links; the artefact store itself is shared)
+        out[f"{name}_dir"] = run_dir.parent / f"after_{name}"
+        shutil.copytree(
+            run_dir,
+            out[f"{name}_dir"],
+            ignore=shutil.ignore_patterns(".kfp"),
+            symlinks=True,
+            copy_function=os.link,
+        )
     return out
 
 
@@ -137,8 +211,16 @@ def test_rerun_after_fixing_continues_from_the_cache(local_runs: dict) -> None:
     tasks = _by_task(fixed)
     assert all(tasks[t].cached for t in EARLY), {t: tasks[t].cached for t in EARLY}
     assert not tasks["traces"].cached and not tasks["reasoning-sft"].cached  # the teacher changed
-    run_dir = local_runs["run_dir"]
-    for task in (*EARLY, "traces", "reasoning-sft", "evaluate", "export-bundle", "run-report"):
+    run_dir = local_runs["fixed_dir"]
+    for task in (
+        *EARLY,
+        "traces",
+        "reasoning-sft",
+        "evaluate",
+        "promotion-gate",
+        "export-bundle",
+        "run-report",
+    ):
         assert (run_dir / task).is_dir(), task
     assert (run_dir / "export-bundle" / "bundle" / "gr2_serving.json").exists()
     assert (run_dir / "reasoning-sft" / "model" / "model" / "config.json").exists()
@@ -146,11 +228,11 @@ def test_rerun_after_fixing_continues_from_the_cache(local_runs: dict) -> None:
     assert (run_dir / decision / "decision").read_text().startswith(("# Promoted", "# Not promoted"))
     report = (run_dir / "report.md").read_text()
     assert "## Stage table" in report and "data:image/png;base64," in report
-    gate = json.loads((run_dir / "evaluate" / "evaluation" / "gate.json").read_text())
+    gate = json.loads((run_dir / "promotion-gate" / "gate" / "gate.json").read_text())
     assert f"lift {gate['lift']:+.4f}" in report
     assert ("promoted" in report) and gate["decision"] in ("promote", "hold")
     metrics = json.loads((run_dir / "evaluate" / "metrics.metadata.json").read_text())
-    assert "gate.lift" in metrics
+    assert "serving.lift" in metrics
     record = json.loads((run_dir / "pipeline_run.json").read_text())
     assert record["succeeded"] and len(record["steps"]) == len(tasks)
 
@@ -160,13 +242,28 @@ def test_unchanged_rerun_reuses_every_cached_step(local_runs: dict) -> None:
     again = local_runs["again"]
     assert again.succeeded, again.error
     executed = [s.task for s in again.steps if not s.cached]
-    assert set(executed) <= {"promote-model", "hold-model"}, executed  # promotion has side effects: never cached
-    assert (local_runs["run_dir"] / "report.md").exists()
+    assert set(executed) <= {"promote-model", "hold-model"}, (
+        executed
+    )  # promotion has side effects: never cached
+    assert (local_runs["again_dir"] / "report.md").exists()
 
 
 @pytest.mark.slow
-def test_bad_input_stops_at_validation_with_the_failed_expectations(prepared_run: GR2Config,
-                                                                   tmp_path: Path) -> None:
+def test_model_below_min_lift_is_held_and_the_report_says_why(local_runs: dict) -> None:
+    strict = local_runs["strict"]
+    assert strict.succeeded, strict.error
+    executed = {s.task for s in strict.steps if not s.cached}
+    assert executed == {"promotion-gate", "hold-model", "run-report"}, executed  # min_lift is a run parameter
+    run_dir = local_runs["strict_dir"]
+    assert not (run_dir / "promote-model").exists()  # a decision of an earlier run is not shown as this one's
+    assert (run_dir / "hold-model" / "decision").read_text().startswith("# Not promoted")
+    assert "**Serving model not promoted" in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_bad_input_stops_at_validation_with_the_failed_expectations(
+    prepared_run: GR2Config, tmp_path: Path
+) -> None:
     raw = Path(prepared_run.run_dir) / "data" / "raw"
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -176,8 +273,10 @@ def test_bad_input_stops_at_validation_with_the_failed_expectations(prepared_run
     inter.to_parquet(bad / "interactions.parquet", index=False)
     pd.read_parquet(raw / "items.parquet").to_parquet(bad / "items.parquet", index=False)
     run_dir = tmp_path / "run"
-    result = CliRunner().invoke(main, ["pipeline", "run", "--local", "--profile", "smoke", "--run-dir",
-                                       str(run_dir), "--source", str(bad)])
+    result = CliRunner().invoke(
+        main,
+        ["pipeline", "run", "--local", "--profile", "smoke", "--run-dir", str(run_dir), "--source", str(bad)],
+    )
     assert result.exit_code == 1
     assert "reject-data" in result.output
     report = (run_dir / "report.md").read_text()
@@ -189,17 +288,32 @@ def test_bad_input_stops_at_validation_with_the_failed_expectations(prepared_run
 SHARED_CRDS = ROOT.parent / "shared" / "k8s-crds"
 
 
-@pytest.mark.skipif(not (SHARED_CRDS / "pipelines.kubeflow.org_pipelineversions.yaml").exists(),
-                    reason="../shared/k8s-crds has no KFP Pipeline/PipelineVersion CRDs")
+@pytest.mark.skipif(
+    not (SHARED_CRDS / "pipelines.kubeflow.org_pipelineversions.yaml").exists(),
+    reason="../shared/k8s-crds has no KFP Pipeline/PipelineVersion CRDs",
+)
 def test_pipeline_custom_resources_validate_against_the_crds(tmp_path: Path) -> None:
     import jsonschema
 
     from gr2.pipeline.trainjob import pruned_fields
 
     out = tmp_path / "resources.yaml"
-    result = CliRunner().invoke(main, ["pipeline", "compile", "--profile", "default", "--out",
-                                       str(tmp_path / "p.yaml"), "--no-helm", "--resources", str(out),
-                                       "--namespace", "team-a"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "pipeline",
+            "compile",
+            "--profile",
+            "default",
+            "--out",
+            str(tmp_path / "p.yaml"),
+            "--no-helm",
+            "--resources",
+            str(out),
+            "--namespace",
+            "team-a",
+        ],
+    )
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(out.read_text()))
     assert [d["kind"] for d in docs] == ["Pipeline", "PipelineVersion"]
@@ -207,7 +321,9 @@ def test_pipeline_custom_resources_validate_against_the_crds(tmp_path: Path) -> 
     assert docs[1]["spec"]["pipelineSpec"] == yaml.safe_load((tmp_path / "p.yaml").read_text())
     for doc, crd in zip(docs, ("pipelines", "pipelineversions"), strict=True):
         spec = yaml.safe_load((SHARED_CRDS / f"pipelines.kubeflow.org_{crd}.yaml").read_text())
-        schema = next(v for v in spec["spec"]["versions"] if v["name"] == "v2beta1")["schema"]["openAPIV3Schema"]
+        schema = next(v for v in spec["spec"]["versions"] if v["name"] == "v2beta1")["schema"][
+            "openAPIV3Schema"
+        ]
         jsonschema.validate(doc, schema)
         assert pruned_fields(doc, schema) == []
 
@@ -221,3 +337,38 @@ def test_pipeline_doctests() -> None:
 
     for module in (gr2.pipeline.steps, gr2.pipeline.trainjob, gr2.pipeline.resources):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+COMPONENT_DIRS = sorted(p.parent for p in (ROOT / "components").glob("*/component.py"))
+
+
+@pytest.mark.parametrize("folder", COMPONENT_DIRS, ids=lambda p: p.name)
+def test_each_component_is_a_thin_typed_adapter(folder: Path) -> None:
+    import ast
+    import importlib
+    import inspect
+
+    component = getattr(importlib.import_module(f"components.{folder.name}"), folder.name)
+    container = component.component_spec.implementation.container
+    assert container.image == IMAGE
+    source = inspect.getsource(component.python_func)
+    body = ast.parse(source).body[0].body[1:]  # after the docstring
+    assert "from gr2." in source and len(body) <= 5, "a component only imports and calls a gr2 function"
+    meta = yaml.safe_load((folder / "metadata.yaml").read_text())
+    assert meta["name"] == folder.name and meta["stability"] and meta["lastVerified"]
+    assert meta["wraps"].startswith("gr2.")
+
+
+def test_stage_run_dir_links_artefacts_and_names_a_missing_one(tmp_path: Path) -> None:
+    from gr2.pipeline.steps import StepError, stage_run_dir
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "interactions.parquet").write_text("x")
+    run = stage_run_dir(
+        {"data/raw": tmp_path / "raw"}, {"sid": tmp_path / "out" / "sid"}, root=tmp_path / "run"
+    )
+    assert (run / "data" / "raw" / "interactions.parquet").read_text() == "x"
+    (run / "sid" / "sid_map.parquet").write_text("y")  # a write to the output folder lands in the artefact
+    assert (tmp_path / "out" / "sid" / "sid_map.parquet").read_text() == "y"
+    with pytest.raises(StepError, match=r"input artefact for samples not found: .*nope"):
+        stage_run_dir({"samples": tmp_path / "nope"}, {}, root=tmp_path / "run2")

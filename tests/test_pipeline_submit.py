@@ -1,4 +1,4 @@
-"""`gr2 pipeline submit` against a local server that speaks the KFP v2beta1 REST API (tests/kfp_api_server.py)."""
+"""`gr2 pipeline submit` against a local server speaking the KFP v2beta1 REST API (kfp_api_server.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,22 @@ API = "/apis/v2beta1"
 
 
 def _submit(url: str, *extra: str):
-    return CliRunner().invoke(main, ["pipeline", "submit", "--profile", "smoke", "--host", url, "--namespace",
-                                     "team-a", "--experiment", "gr2-smoke", *extra])
+    return CliRunner().invoke(
+        main,
+        [
+            "pipeline",
+            "submit",
+            "--profile",
+            "smoke",
+            "--host",
+            url,
+            "--namespace",
+            "team-a",
+            "--experiment",
+            "gr2-smoke",
+            *extra,
+        ],
+    )
 
 
 def test_submit_uploads_once_and_starts_runs() -> None:
@@ -28,13 +42,20 @@ def test_submit_uploads_once_and_starts_runs() -> None:
         calls = [(r["method"], r["path"]) for r in srv.state.requests]
         state = srv.state
     # first submit: find (none) -> upload -> version -> experiment (none) -> create -> run
-    assert calls[:6] == [("GET", f"{API}/pipelines"), ("POST", f"{API}/pipelines/upload"),
-                         ("POST", f"{API}/pipelines/upload_version"), ("GET", f"{API}/experiments"),
-                         ("POST", f"{API}/experiments"), ("POST", f"{API}/runs")]
+    assert calls[:6] == [
+        ("GET", f"{API}/pipelines"),
+        ("POST", f"{API}/pipelines/upload"),
+        ("POST", f"{API}/pipelines/upload_version"),
+        ("GET", f"{API}/experiments"),
+        ("POST", f"{API}/experiments"),
+        ("POST", f"{API}/runs"),
+    ]
     # second submit: the same content reuses pipeline, version and experiment; only a new run
     assert [c for c in calls[6:] if c[0] == "POST"] == [("POST", f"{API}/runs")]
     upload = next(r for r in state.requests if r["path"].endswith("/pipelines/upload"))
-    assert upload["query"] == {"name": PIPELINE_NAME, "namespace": "team-a"} and upload["files"] == ["uploadfile"]
+    assert upload["query"] == {"name": PIPELINE_NAME, "namespace": "team-a"} and upload["files"] == [
+        "uploadfile"
+    ]
     assert len(state.pipelines) == 1 and len(state.experiments) == 1 and len(state.runs) == 2
     version = next(v for v in state.versions.values() if v["display_name"].startswith("smoke-"))
     assert version["spec"]["pipelineInfo"]["name"] == PIPELINE_NAME
@@ -56,8 +77,9 @@ def test_changed_pipeline_becomes_a_new_version() -> None:
         runs = list(srv.state.runs.values())
     assert len(versions) == 2 and versions[0]["display_name"] != versions[1]["display_name"]
     assert ['\\"max_steps\\": 7' in json.dumps(v["spec"]) for v in versions] == [False, True]
-    assert [r["pipeline_version_reference"]["pipeline_version_id"] for r in runs] == \
-        [v["pipeline_version_id"] for v in versions]
+    assert [r["pipeline_version_reference"]["pipeline_version_id"] for r in runs] == [
+        v["pipeline_version_id"] for v in versions
+    ]
 
 
 def test_unreachable_endpoint_is_one_clear_error() -> None:

@@ -7,8 +7,14 @@ from gr2.contract import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def feature_store(config: str, dataset: Input[Dataset], split: Input[Dataset], sid: Input[Model],
-                  feature_repo: Output[Artifact], metrics: Output[Metrics]):
+def feature_store(
+    config: str,
+    dataset: Input[Dataset],
+    split: Input[Dataset],
+    sid: Input[Model],
+    feature_repo: Output[Artifact],
+    metrics: Output[Metrics],
+):
     """Step 4: write the Feast sources, ``feast apply`` and materialize the online store."""
     from gr2.pipeline.steps import features, log_metrics
 

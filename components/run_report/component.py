@@ -7,12 +7,30 @@ from gr2.contract import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def run_report(validation: Input[Markdown], sid_report: Input[Markdown], baselines: Input[Markdown],
-               midtrain: Input[Markdown], traces: Input[Markdown], reasoning: Input[Markdown],
-               evaluation: Input[Artifact], decision: str, report: Output[Markdown]):
-    """Step 13: stage table, R@1 chart, the promotion decision and every step's summary, in one Markdown."""
+def run_report(
+    validation: Input[Markdown],
+    sid_report: Input[Markdown],
+    baselines: Input[Markdown],
+    midtrain: Input[Markdown],
+    traces: Input[Markdown],
+    reasoning: Input[Markdown],
+    evaluation: Input[Artifact],
+    gate: Input[Artifact],
+    report: Output[Markdown],
+):
+    """Step 14: stage table, R@1 chart, the promotion decision and every step's summary, in one Markdown."""
     from gr2.pipeline.report import write_report
 
-    write_report(evaluation.path, decision, report.path, {
-        "Data validation": validation.path, "Semantic IDs": sid_report.path, "Baselines": baselines.path,
-        "Mid-training": midtrain.path, "Reasoning traces": traces.path, "Reasoning SFT": reasoning.path})
+    write_report(
+        evaluation.path,
+        gate.path,
+        report.path,
+        {
+            "Data validation": validation.path,
+            "Semantic IDs": sid_report.path,
+            "Baselines": baselines.path,
+            "Mid-training": midtrain.path,
+            "Reasoning traces": traces.path,
+            "Reasoning SFT": reasoning.path,
+        },
+    )

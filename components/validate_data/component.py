@@ -7,8 +7,13 @@ from gr2.contract import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def validate_data(config: str, dataset: Input[Dataset], report: Output[Markdown], results: Output[Artifact],
-                  metrics: Output[Metrics]) -> bool:
+def validate_data(
+    config: str,
+    dataset: Input[Dataset],
+    report: Output[Markdown],
+    results: Output[Artifact],
+    metrics: Output[Metrics],
+) -> bool:
     """Step 1: the interaction, item and user-history suites; returns whether every expectation passed."""
     from gr2.pipeline.steps import log_metrics, validate
 

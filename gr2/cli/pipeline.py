@@ -19,13 +19,28 @@ def group() -> None:
 
 
 @group.command("compile")
-@click.option("--out", type=click.Path(dir_okay=False), default=str(COMPILED), show_default=True,
-              help="Where the IR YAML is written.")
-@click.option("--helm/--no-helm", default=True, show_default=True,
-              help=f"Also write the Helm chart's copy ({HELM_COPY}).")
-@click.option("--resources", type=click.Path(dir_okay=False), default=None,
-              help="Also write the Pipeline + PipelineVersion custom resources (Kubernetes-native KFP) here.")
-@click.option("--namespace", default=None, help="Namespace of the custom resources (default: pipeline.namespace).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=str(COMPILED),
+    show_default=True,
+    help="Where the IR YAML is written.",
+)
+@click.option(
+    "--helm/--no-helm",
+    default=True,
+    show_default=True,
+    help=f"Also write the Helm chart's copy ({HELM_COPY}).",
+)
+@click.option(
+    "--resources",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the Pipeline + PipelineVersion custom resources (Kubernetes-native KFP) here.",
+)
+@click.option(
+    "--namespace", default=None, help="Namespace of the custom resources (default: pipeline.namespace)."
+)
 @config_options
 def compile_cmd(cfg: GR2Config, out: str, helm: bool, resources: str | None, namespace: str | None) -> None:
     """Compile the pipeline for the profile (IR YAML that the KFP UI and API accept)."""
@@ -67,10 +82,18 @@ def run_cmd(cfg: GR2Config, local_: bool, source: str) -> None:
 @click.option("--namespace", default=None, help="Kubeflow namespace (default: pipeline.namespace).")
 @click.option("--experiment", default=None, help="Experiment name (default: pipeline.experiment).")
 @click.option("--run-name", default=None, help="Name of the run (default: gr2-<profile>-<time>).")
-@click.option("--version", "version_name", default=None, help="Pipeline version name (default: a content hash).")
+@click.option(
+    "--version", "version_name", default=None, help="Pipeline version name (default: a content hash)."
+)
 @config_options
-def submit_cmd(cfg: GR2Config, host: str | None, namespace: str | None, experiment: str | None,
-               run_name: str | None, version_name: str | None) -> None:
+def submit_cmd(
+    cfg: GR2Config,
+    host: str | None,
+    namespace: str | None,
+    experiment: str | None,
+    run_name: str | None,
+    version_name: str | None,
+) -> None:
     """Upload the compiled pipeline (new version when it changed) and start a run on a KFP endpoint."""
     from pipelines.submit import SubmitError, submit
 
@@ -78,8 +101,14 @@ def submit_cmd(cfg: GR2Config, host: str | None, namespace: str | None, experime
     if not endpoint:
         fail("no KFP endpoint: pass --host URL or set pipeline.host")
     try:
-        sub = submit(cfg, endpoint, namespace or cfg.pipeline.namespace, experiment or cfg.pipeline.experiment,
-                     run_name=run_name, version_name=version_name)
+        sub = submit(
+            cfg,
+            endpoint,
+            namespace or cfg.pipeline.namespace,
+            experiment or cfg.pipeline.experiment,
+            run_name=run_name,
+            version_name=version_name,
+        )
     except SubmitError as err:
         fail(str(err))
     click.echo(f"pipeline {sub.pipeline_id} version {sub.version_id}\nrun {sub.run_id}: {sub.url}")

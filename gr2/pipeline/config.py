@@ -1,4 +1,4 @@
-"""Settings of the Kubeflow pipeline: the promotion gate, caching, per-step resources and the TrainJob handoff.
+"""Settings of the Kubeflow pipeline: promotion gate, caching, per-step resources, TrainJob handoff.
 
 NOTE: defaults are sized for the 2-core build machines (no accelerator); a GPU cluster sets
 ``pipeline.resources.<step>.accelerator_*`` and ``pipeline.trainjob.*`` in a profile or with ``--set``.
@@ -8,13 +8,30 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-STEP_NAMES = ("ingest", "validate", "split", "sid", "features", "samples", "baselines", "midtrain", "traces",
-              "reasoning", "evaluate", "export", "promote", "report")
+STEP_NAMES = (
+    "ingest",
+    "validate",
+    "split",
+    "sid",
+    "features",
+    "samples",
+    "baselines",
+    "midtrain",
+    "traces",
+    "reasoning",
+    "evaluate",
+    "gate",
+    "export",
+    "promote",
+    "report",
+)
 TRAINING_STEPS = ("midtrain", "reasoning")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)  # `--set x.cpu_request=2` is a quantity
+    model_config = ConfigDict(
+        extra="forbid", coerce_numbers_to_str=True
+    )  # `--set x.cpu_request=2` is a quantity
 
 
 class StepResources(_Section):
@@ -33,19 +50,26 @@ class StepResources(_Section):
 def _default_resources() -> dict[str, StepResources]:
     """Small pods for data steps, larger ones for training and evaluation."""
     big = StepResources(cpu_request="2", memory_request="4Gi", memory_limit="16Gi")
-    return {name: (big if name in (*TRAINING_STEPS, "traces", "evaluate", "sid", "baselines") else StepResources())
-            for name in STEP_NAMES}
+    return {
+        name: (
+            big if name in (*TRAINING_STEPS, "traces", "evaluate", "sid", "baselines") else StepResources()
+        )
+        for name in STEP_NAMES
+    }
 
 
 class TrainJobConfig(_Section):
-    """Hand a training step to a Kubeflow Trainer ``TrainJob`` (trainer.kubeflow.org/v1alpha1) on a cluster."""
+    """Hand a training step to a Kubeflow Trainer ``TrainJob`` (trainer.kubeflow.org/v1alpha1)."""
 
     # Parameters that control whether and where training leaves the component's pod
-    enabled: bool = Field(False, description="Run midtrain/reasoning as a TrainJob instead of in the component.")
+    enabled: bool = Field(
+        False, description="Run midtrain/reasoning as a TrainJob instead of in the component."
+    )
     namespace: str = Field("kubeflow", description="Namespace the TrainJob is created in.")
     runtime: str = Field("torch-distributed", description="ClusterTrainingRuntime the TrainJob refers to.")
     workdir: str = Field(
-        "/mnt/gr2", description="Shared volume (PVC) mounted in the component and the TrainJob pods.")
+        "/mnt/gr2", description="Shared volume (PVC) mounted in the component and the TrainJob pods."
+    )
     pvc_name: str = Field("gr2-workdir", description="PersistentVolumeClaim that holds workdir.")
     # Parameters that control the size of the job
     num_nodes: int = Field(1, ge=1, description="Nodes (pods) of the TrainJob.")
@@ -63,19 +87,27 @@ class PipelineConfig(_Section):
 
     # Parameters that control the promotion gate
     min_lift: float = Field(
-        0.0, description="Promote only when the serving model's R@1 minus the incoming order's R@1 on validation "
-        "is at least this (absolute, e.g. 0.01 = one point).")
+        0.0,
+        description="Promote only when the serving model's R@1 minus the incoming order's R@1 on validation "
+        "is at least this (absolute, e.g. 0.01 = one point).",
+    )
     gate_samples: int = Field(200, ge=0, description="Validation samples scored for the gate (0 = all).")
     registry_dir: str = Field(
-        "", description="Directory (a mounted volume on a cluster) a promoted bundle is copied to, as "
-        "<model>/<version>/ plus a `latest` file; empty = record the decision only.")
+        "",
+        description="Directory (a mounted volume on a cluster) a promoted bundle is copied to, as "
+        "<model>/<version>/ plus a `latest` file; empty = record the decision only.",
+    )
     # Parameters that control the runs
     caching: bool = Field(True, description="Reuse outputs of deterministic steps with unchanged inputs.")
-    host: str = Field("", description="KFP API endpoint for `gr2 pipeline submit` (e.g. http://ml-pipeline:8888).")
+    host: str = Field(
+        "", description="KFP API endpoint for `gr2 pipeline submit` (e.g. http://ml-pipeline:8888)."
+    )
     namespace: str = Field("kubeflow", description="Kubeflow profile namespace runs are created in.")
     experiment: str = Field("gr2", description="KFP experiment the runs are filed under.")
     resources: dict[str, StepResources] = Field(
-        default_factory=_default_resources, description="Per-step pod resources; steps: " + ", ".join(STEP_NAMES))
+        default_factory=_default_resources,
+        description="Per-step pod resources; steps: " + ", ".join(STEP_NAMES),
+    )
     trainjob: TrainJobConfig = Field(default_factory=TrainJobConfig)
 
     @field_validator("resources")

@@ -1,4 +1,4 @@
-"""The promotion gate: does the serving model beat the incoming order on validation by ``min_lift``?"""
+"""The promotion gate: the serving model's lift over the incoming order on validation, and the decision."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gr2.train.inputs import StageInputs
 SERVING_METHOD = "likelihood, re-ranking prompt"  # how the exported model ranks candidates
 
 
-def promotion_gate(cfg: GR2Config, inputs: StageInputs, model_dir: str | Path, min_lift: float) -> dict[str, Any]:
+def serving_lift(cfg: GR2Config, inputs: StageInputs, model_dir: str | Path) -> dict[str, Any]:
     """Paired R@1 lift (users resampled for the CI) of ``model_dir`` over the incoming order on validation."""
     from gr2.models.factory import load_model
     from gr2.train.evaluate import rerank_likelihood_rankings
@@ -32,9 +32,25 @@ def promotion_gate(cfg: GR2Config, inputs: StageInputs, model_dir: str | Path, m
     row, _ = stage_row("serving", str(model_dir), SERVING_METHOD, samples, rankings, base=base)
     lift = row["R@1_lift_vs_incoming"]
     return {
-        "decision": "promote" if lift["abs"] >= min_lift else "hold",
-        "split": "validation", "method": SERVING_METHOD, "samples": len(samples),
-        "incoming_R@1": float(base_row["R@1"]), "serving_R@1": float(row["R@1"]),
-        "lift": float(lift["abs"]), "lift_lo": float(lift["abs_lo"]), "lift_hi": float(lift["abs_hi"]),
+        "split": "validation",
+        "method": SERVING_METHOD,
+        "samples": len(samples),
+        "incoming_R@1": float(base_row["R@1"]),
+        "serving_R@1": float(row["R@1"]),
+        "lift": float(lift["abs"]),
+        "lift_lo": float(lift["abs_lo"]),
+        "lift_hi": float(lift["abs_hi"]),
+    }
+
+
+def decide(lift: dict[str, Any], min_lift: float) -> dict[str, Any]:
+    """``promote`` when the measured lift reaches ``min_lift``, else ``hold``.
+
+    >>> decide({"lift": 0.02}, 0.01)["decision"], decide({"lift": 0.0}, 0.01)["decision"]
+    ('promote', 'hold')
+    """
+    return {
+        **lift,
         "min_lift": float(min_lift),
+        "decision": "promote" if lift["lift"] >= min_lift else "hold",
     }

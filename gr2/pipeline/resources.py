@@ -33,14 +33,24 @@ def pipeline_resources(compiled: str, namespace: str, profile: str) -> list[dict
     version = version_name(profile, compiled)
     description = spec["pipelineInfo"].get("description", "")
     labels = {"app.kubernetes.io/part-of": "gr2"}
-    pipeline = {"apiVersion": API_VERSION, "kind": "Pipeline",
-                "metadata": {"name": name, "namespace": namespace, "labels": labels},
-                "spec": {"displayName": name, "description": description}}
-    pv_spec: dict[str, Any] = {"pipelineName": name, "displayName": version, "description": description,
-                               "pipelineSpec": spec}
+    pipeline = {
+        "apiVersion": API_VERSION,
+        "kind": "Pipeline",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"displayName": name, "description": description},
+    }
+    pv_spec: dict[str, Any] = {
+        "pipelineName": name,
+        "displayName": version,
+        "description": description,
+        "pipelineSpec": spec,
+    }
     if platform:
         pv_spec["platformSpec"] = platform
-    pipeline_version = {"apiVersion": API_VERSION, "kind": "PipelineVersion",
-                        "metadata": {"name": f"{name}-{version}", "namespace": namespace, "labels": labels},
-                        "spec": pv_spec}
+    pipeline_version = {
+        "apiVersion": API_VERSION,
+        "kind": "PipelineVersion",
+        "metadata": {"name": f"{name}-{version}", "namespace": namespace, "labels": labels},
+        "spec": pv_spec,
+    }
     return [pipeline, pipeline_version]

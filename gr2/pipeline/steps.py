@@ -19,13 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from gr2.config import GR2Config
-from gr2.pipeline.config import STEP_NAMES
+from gr2.pipeline.config import STEP_NAMES, TRAINING_STEPS
 
 # Sections of the settings tree a step must not see: the ones of later steps. Leaving them out of the
 # step's config keeps its cache key unchanged when only a later step's settings change.
-_TRAIN_LATER = {"midtrain": {"traces", "reasoning", "eval"}, "traces": {"reasoning", "eval"}, "reasoning": set()}
+_TRAIN_LATER = {
+    "midtrain": {"traces", "reasoning", "eval"},
+    "traces": {"reasoning", "eval"},
+    "reasoning": set(),
+}
 _DATA_STEPS = ("ingest", "validate")
-_FEATURE_STEPS = ("split", "sid", "features", "samples", "baselines")  # the protocol (rerank) decides the split
+# pipeline settings that shape the DAG or the run, not what a step computes (min_lift is a run parameter)
+_ORCHESTRATION = {"min_lift", "caching", "host", "namespace", "experiment", "resources"}
+_FEATURE_STEPS = ("split", "sid", "features", "samples", "baselines")  # the protocol (rerank) shapes the split
 
 
 class StepError(RuntimeError):
@@ -36,16 +42,18 @@ def step_config(cfg: GR2Config, step: str) -> str:
     """The part of ``cfg`` that ``step`` reads, as JSON (a component parameter, hence its cache key)."""
     if step not in STEP_NAMES:
         raise ValueError(f"unknown pipeline step {step!r}; steps are {list(STEP_NAMES)}")
-    data = cfg.model_dump(mode="json", exclude={"run_dir"})
+    data = cfg.model_dump(mode="json", exclude={"run_dir": True, "pipeline": _ORCHESTRATION})
     if step in _DATA_STEPS:
         keep = {"profile", "seed", "data"}
     elif step in _FEATURE_STEPS:
         keep = {"profile", "seed", "data", "features", "sid", "rerank"}
     else:
-        keep = set(data) - ({"pipeline"} if step in _TRAIN_LATER else set())
+        keep = set(data)
     data = {k: v for k, v in data.items() if k in keep}
     if step in _TRAIN_LATER:
         data["train"] = {k: v for k, v in data["train"].items() if k not in _TRAIN_LATER[step]}
+        # training steps read only the TrainJob handoff settings of the pipeline section
+        data["pipeline"] = {"trainjob": data["pipeline"]["trainjob"]} if step in TRAINING_STEPS else {}
     return json.dumps(data, sort_keys=True)
 
 
@@ -58,8 +66,9 @@ def load_step_config(config: str, run_dir: str | Path) -> GR2Config:
     return GR2Config.model_validate({**data, "run_dir": str(run_dir)})
 
 
-def stage_run_dir(inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path],
-                  root: str | Path | None = None) -> Path:
+def stage_run_dir(
+    inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], root: str | Path | None = None
+) -> Path:
     """A run directory whose ``RunPaths`` folders (keys, e.g. ``data/raw``) link to artefact paths (values).
 
     Inputs must exist; output folders are created. Writes to an output folder land in the artefact.
@@ -101,7 +110,7 @@ def _copy_text(src: Path, dst: str | Path) -> None:
 
 # Step 0: ingest --------------------------------------------------------------------------------------------
 def ingest(config: str, source_path: str, dataset_out: str) -> dict[str, float]:
-    """Fetch ``data.dataset`` (``source_path`` may also be a canonical dataset folder) into ``dataset_out``."""
+    """Fetch ``data.dataset`` into ``dataset_out`` (``source_path`` may be a canonical dataset folder)."""
     from gr2.data.fetch import fetch
     from gr2.data.schema import Dataset
 
@@ -110,22 +119,28 @@ def ingest(config: str, source_path: str, dataset_out: str) -> dict[str, float]:
     if source and any((Path(source) / f"interactions.{ext}").exists() for ext in ("parquet", "csv")):
         data = Dataset.load(source)  # already in the canonical schema (`gr2 data import` output)
         data.save(dataset_out)
-        return {"interactions": float(len(data.interactions)), "items": float(len(data.items)),
-                "users": float(data.interactions["user_id"].nunique())}
+        return {
+            "interactions": float(len(data.interactions)),
+            "items": float(len(data.items)),
+            "users": float(data.interactions["user_id"].nunique()),
+        }
     r = fetch(cfg.data.dataset, dataset_out, source or None, cfg.data.max_users)
     return {"interactions": float(r.n_interactions), "items": float(r.n_items), "users": float(r.n_users)}
 
 
 # Step 1: validate ------------------------------------------------------------------------------------------
 def validate(config: str, dataset: str, report_out: str, results_out: str) -> tuple[bool, dict[str, float]]:
-    """Great Expectations suites; writes the Markdown report and validation.json; returns (passed, metrics)."""
+    """Great Expectations suites; writes the Markdown report and validation.json; (passed, metrics)."""
     from gr2.data.validate import validate_dataset
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-validate-"))
     report = validate_dataset(dataset, cfg.data, results_out)
     assert report.markdown_path is not None
     _copy_text(report.markdown_path, report_out)
-    return report.success, {"expectations": float(len(report.outcomes)), "failed": float(len(report.failures))}
+    return report.success, {
+        "expectations": float(len(report.outcomes)),
+        "failed": float(len(report.failures)),
+    }
 
 
 # Step 2: split ---------------------------------------------------------------------------------------------
@@ -155,8 +170,9 @@ def sid(config: str, dataset: str, split_dir: str, sid_out: str, report_out: str
 def features(config: str, dataset: str, split_dir: str, sid_dir: str, repo_out: str) -> dict[str, float]:
     from gr2.features.store import apply_and_materialize
 
-    run = stage_run_dir({"data/raw": dataset, "data/split": split_dir, "sid": sid_dir},
-                        {"features/feature_repo": repo_out})
+    run = stage_run_dir(
+        {"data/raw": dataset, "data/split": split_dir, "sid": sid_dir}, {"features/feature_repo": repo_out}
+    )
     rows = apply_and_materialize(load_step_config(config, run))
     return {f"rows.{k}": float(v) for k, v in rows.items()}
 
@@ -171,11 +187,14 @@ def samples(config: str, dataset: str, split_dir: str, samples_out: str) -> dict
 
 
 # Step 6: baselines -----------------------------------------------------------------------------------------
-def baselines(config: str, dataset: str, split_dir: str, samples_dir: str, eval_out: str,
-              report_out: str) -> dict[str, float]:
+def baselines(
+    config: str, dataset: str, split_dir: str, samples_dir: str, eval_out: str, report_out: str
+) -> dict[str, float]:
     from gr2.rerank.baselines import run_baselines
 
-    run = stage_run_dir({"data/raw": dataset, "data/split": split_dir, "samples": samples_dir}, {"eval": eval_out})
+    run = stage_run_dir(
+        {"data/raw": dataset, "data/split": split_dir, "samples": samples_dir}, {"eval": eval_out}
+    )
     art = run_baselines(load_step_config(config, run))
     _copy_text(art.markdown, report_out)
     return _baseline_metrics(json.loads(art.json.read_text()))
@@ -195,18 +214,30 @@ def _baseline_metrics(record: Mapping[str, Any]) -> dict[str, float]:
 def _inputs(dataset: str, split_dir: str, sid_dir: str, samples_dir: str) -> Any:
     from gr2.train.inputs import StageInputs
 
-    return StageInputs(dataset=Path(dataset), sid_map=Path(sid_dir) / "sid_map.parquet", samples=Path(samples_dir),
-                       split=Path(split_dir))
+    return StageInputs(
+        dataset=Path(dataset), sid_map=Path(sid_dir) / "sid_map.parquet", samples=Path(samples_dir),
+        split=Path(split_dir),
+    )
 
 
-def midtrain(config: str, dataset: str, split_dir: str, sid_dir: str, samples_dir: str, model_out: str,
-             summary_out: str) -> dict[str, float]:
+def midtrain(
+    config: str,
+    dataset: str,
+    split_dir: str,
+    sid_dir: str,
+    samples_dir: str,
+    model_out: str,
+    summary_out: str,
+) -> dict[str, float]:
     from gr2.train.midtrain import run_midtrain
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-midtrain-"))
     if cfg.pipeline.trainjob.enabled:
-        run = stage_run_dir({"data/raw": dataset, "data/split": split_dir, "sid": sid_dir, "samples": samples_dir},
-                            {"train/midtrain": model_out}, root=cfg.run_dir)
+        run = stage_run_dir(
+            {"data/raw": dataset, "data/split": split_dir, "sid": sid_dir, "samples": samples_dir},
+            {"train/midtrain": model_out},
+            root=cfg.run_dir,
+        )
         _handoff(cfg, "midtrain", run)
     else:
         run_midtrain(cfg, _inputs(dataset, split_dir, sid_dir, samples_dir), out_dir=model_out)
@@ -214,37 +245,72 @@ def midtrain(config: str, dataset: str, split_dir: str, sid_dir: str, samples_di
     return _training_metrics(Path(model_out) / "metrics.json")
 
 
-def traces(config: str, dataset: str, split_dir: str, sid_dir: str, repo_dir: str, samples_dir: str,
-           traces_out: str, summary_out: str) -> dict[str, float]:
+def traces(
+    config: str,
+    dataset: str,
+    split_dir: str,
+    sid_dir: str,
+    repo_dir: str,
+    samples_dir: str,
+    traces_out: str,
+    summary_out: str,
+) -> dict[str, float]:
     from gr2.train.traces import run_traces
 
     # the feature-grounded teacher reads Feast and the split from a run directory: stage one
     run = stage_run_dir({"data/raw": dataset, "data/split": split_dir}, {})
-    shutil.copytree(repo_dir, run / "features" / "feature_repo", symlinks=True)  # Feast may touch its registry
-    art = run_traces(load_step_config(config, run), _inputs(dataset, split_dir, sid_dir, samples_dir), out_dir=traces_out)
+    shutil.copytree(
+        repo_dir, run / "features" / "feature_repo", symlinks=True
+    )  # Feast may touch its registry
+    art = run_traces(
+        load_step_config(config, run), _inputs(dataset, split_dir, sid_dir, samples_dir), out_dir=traces_out
+    )
     _copy_text(art.summary, summary_out)
     return _training_metrics(art.metrics)
 
 
-def reasoning(config: str, dataset: str, split_dir: str, sid_dir: str, samples_dir: str, midtrain_dir: str,
-              traces_dir: str, model_out: str, summary_out: str) -> dict[str, float]:
+def reasoning(
+    config: str,
+    dataset: str,
+    split_dir: str,
+    sid_dir: str,
+    samples_dir: str,
+    midtrain_dir: str,
+    traces_dir: str,
+    model_out: str,
+    summary_out: str,
+) -> dict[str, float]:
     from gr2.train.reasoning import run_reasoning
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-reasoning-"))
     if cfg.pipeline.trainjob.enabled:
-        run = stage_run_dir({"data/raw": dataset, "data/split": split_dir, "sid": sid_dir, "samples": samples_dir,
-                             "train/midtrain": midtrain_dir, "train/traces": traces_dir},
-                            {"train/reasoning": model_out}, root=cfg.run_dir)
+        run = stage_run_dir(
+            {
+                "data/raw": dataset,
+                "data/split": split_dir,
+                "sid": sid_dir,
+                "samples": samples_dir,
+                "train/midtrain": midtrain_dir,
+                "train/traces": traces_dir,
+            },
+            {"train/reasoning": model_out},
+            root=cfg.run_dir,
+        )
         _handoff(cfg, "reasoning", run)
     else:
-        run_reasoning(cfg, _inputs(dataset, split_dir, sid_dir, samples_dir), midtrain_model=Path(midtrain_dir) / "model",
-                      traces_file=Path(traces_dir) / "traces.parquet", out_dir=model_out)
+        run_reasoning(
+            cfg,
+            _inputs(dataset, split_dir, sid_dir, samples_dir),
+            midtrain_model=Path(midtrain_dir) / "model",
+            traces_file=Path(traces_dir) / "traces.parquet",
+            out_dir=model_out,
+        )
     _copy_text(Path(model_out) / "summary.md", summary_out)
     return _training_metrics(Path(model_out) / "metrics.json")
 
 
 def _handoff(cfg: GR2Config, stage: str, run: Path) -> None:
-    """Hand the stage to a Kubeflow ``TrainJob`` on the shared volume and wait for it (outputs land in ``run``)."""
+    """Hand the stage to a Kubeflow ``TrainJob`` on the shared volume and wait; outputs land in ``run``."""
     from gr2.pipeline.trainjob import run_trainjob
 
     run_trainjob(cfg, stage, run)
@@ -258,25 +324,52 @@ def _training_metrics(path: Path) -> dict[str, float]:
 
 
 # Step 10: evaluate (stage table + promotion gate) ----------------------------------------------------------
-def evaluate(config: str, dataset: str, split_dir: str, sid_dir: str, samples_dir: str, midtrain_dir: str,
-             reasoning_dir: str, eval_out: str, table_out: str, min_lift: float) -> dict[str, Any]:
-    """Stage table on ``train.eval.split`` and the gate: serving model vs incoming order on validation."""
-    from gr2.pipeline.gate import promotion_gate
+def evaluate(
+    config: str,
+    dataset: str,
+    split_dir: str,
+    sid_dir: str,
+    samples_dir: str,
+    midtrain_dir: str,
+    reasoning_dir: str,
+    eval_out: str,
+    table_out: str,
+) -> dict[str, float]:
+    """Stage table on ``train.eval.split``; the serving model's lift over the incoming order on validation."""
+    from gr2.pipeline.gate import serving_lift
     from gr2.train.stages import run_stage_table
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-evaluate-"))
     inputs = _inputs(dataset, split_dir, sid_dir, samples_dir)
-    table = run_stage_table(cfg, inputs, models={"mid-training": Path(midtrain_dir) / "model",
-                                                 "reasoning SFT": Path(reasoning_dir) / "model"}, out_dir=eval_out)
-    gate = promotion_gate(cfg, inputs, Path(reasoning_dir) / "model", min_lift)
-    (Path(eval_out) / "gate.json").write_text(json.dumps(gate, indent=2) + "\n")
+    table = run_stage_table(
+        cfg,
+        inputs,
+        models={"mid-training": Path(midtrain_dir) / "model", "reasoning SFT": Path(reasoning_dir) / "model"},
+        out_dir=eval_out,
+    )
+    lift = serving_lift(cfg, inputs, Path(reasoning_dir) / "model")
+    (Path(eval_out) / "serving_lift.json").write_text(json.dumps(lift, indent=2) + "\n")
     _copy_text(table.markdown, table_out)
     metrics = {f"{r['stage']} / {r['method']}.R@1": float(r["R@1"]) for r in table.rows if "R@1" in r}
-    metrics.update({f"gate.{k}": float(v) for k, v in gate.items() if isinstance(v, int | float)})
-    return {"metrics": metrics, "decision": gate["decision"], "lift": gate["lift"]}
+    metrics.update({f"serving.{k}": float(v) for k, v in lift.items() if isinstance(v, int | float)})
+    return metrics
 
 
-# Step 11: export for serving -------------------------------------------------------------------------------
+# Step 11: the promotion gate -------------------------------------------------------------------------------
+def gate(eval_dir: str, min_lift: float, gate_out: str) -> str:
+    """``promote`` when the serving model's validation lift reaches ``min_lift``, else ``hold``.
+
+    Writes ``gate.json`` (the lift, ``min_lift`` and the decision) to ``gate_out``.
+    """
+    from gr2.pipeline.gate import decide
+
+    decision = decide(json.loads((Path(eval_dir) / "serving_lift.json").read_text()), min_lift)
+    Path(gate_out).mkdir(parents=True, exist_ok=True)
+    (Path(gate_out) / "gate.json").write_text(json.dumps(decision, indent=2) + "\n")
+    return decision["decision"]
+
+
+# Step 12: export for serving -------------------------------------------------------------------------------
 def export(config: str, dataset: str, sid_dir: str, reasoning_dir: str, bundle_out: str) -> dict[str, Any]:
     """The serving bundle (:func:`gr2.models.bundle.write_serving_bundle`) of the reasoning-SFT model."""
     import hashlib
@@ -290,22 +383,28 @@ def export(config: str, dataset: str, sid_dir: str, reasoning_dir: str, bundle_o
     if not weights.exists():
         raise StepError(f"{model_dir}: no model.safetensors; the reasoning step did not finish")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-    manifest = ServingManifest(model_version=f"{cfg.profile}-{digest}",
-                               num_candidates=10, history_length=cfg.train.midtrain.history_length,
-                               source_checkpoint=str(model_dir), extra={"seed": cfg.seed})
-    write_serving_bundle(model_dir, Path(sid_dir) / "sid_map.parquet", Dataset.load(dataset).items, bundle_out,
-                         manifest)
+    manifest = ServingManifest(
+        model_version=f"{cfg.profile}-{digest}",
+        num_candidates=cfg.rerank.num_candidates,
+        history_length=cfg.rerank.history_length,
+        source_checkpoint=str(model_dir),
+        extra={"seed": cfg.seed},
+    )
+    write_serving_bundle(
+        model_dir, Path(sid_dir) / "sid_map.parquet", Dataset.load(dataset).items, bundle_out, manifest
+    )
     return {"model_version": manifest.model_version, "model_name": manifest.model_name}
 
 
-# Step 12: register / promote -------------------------------------------------------------------------------
-def promote(config: str, bundle_dir: str, eval_dir: str, record_out: str) -> dict[str, Any]:
-    """Register the bundle: copy it to ``pipeline.registry_dir/<model>/<version>`` and point ``latest`` at it."""
+# Step 13: register / promote -------------------------------------------------------------------------------
+def promote(config: str, bundle_dir: str, gate_dir: str, record_out: str) -> dict[str, Any]:
+    """Register the bundle: copy it to ``pipeline.registry_dir/<model>/<version>``, point ``latest``
+    at it."""
     from gr2.models.bundle import read_manifest
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-promote-"))
     manifest = read_manifest(bundle_dir)
-    gate = json.loads((Path(eval_dir) / "gate.json").read_text())
+    gate = json.loads((Path(gate_dir) / "gate.json").read_text())
     where = "not copied (pipeline.registry_dir is empty)"
     if cfg.pipeline.registry_dir:
         target = Path(cfg.pipeline.registry_dir) / manifest.model_name / manifest.model_version
@@ -318,16 +417,19 @@ def promote(config: str, bundle_dir: str, eval_dir: str, record_out: str) -> dic
         f"# Promoted {manifest.model_name} {manifest.model_version}\n\n"
         f"R@1 lift over the incoming order on validation: {gate['lift']:+.4f} "
         f"(95% CI [{gate['lift_lo']:+.4f}, {gate['lift_hi']:+.4f}], {gate['samples']} samples) "
-        f">= min_lift {gate['min_lift']:+.4f}.\n\nBundle {where}.\n")
+        f">= min_lift {gate['min_lift']:+.4f}.\n\nBundle {where}.\n"
+    )
     return {"model_version": manifest.model_version, "registry": where}
 
 
-def hold(eval_dir: str, record_out: str) -> str:
+def hold(gate_dir: str, record_out: str) -> str:
     """Record why the model was not promoted."""
-    gate = json.loads((Path(eval_dir) / "gate.json").read_text())
-    text = (f"# Not promoted\n\nR@1 lift over the incoming order on validation: {gate['lift']:+.4f} "
-            f"(95% CI [{gate['lift_lo']:+.4f}, {gate['lift_hi']:+.4f}], {gate['samples']} samples) is below "
-            f"pipeline.min_lift {gate['min_lift']:+.4f}; the serving model stays as it is.\n")
+    gate = json.loads((Path(gate_dir) / "gate.json").read_text())
+    text = (
+        f"# Not promoted\n\nR@1 lift over the incoming order on validation: {gate['lift']:+.4f} "
+        f"(95% CI [{gate['lift_lo']:+.4f}, {gate['lift_hi']:+.4f}], {gate['samples']} samples) is below "
+        f"pipeline.min_lift {gate['min_lift']:+.4f}; the serving model stays as it is.\n"
+    )
     Path(record_out).write_text(text)
     return text
 
@@ -336,7 +438,9 @@ def reject_data(report: str) -> None:
     """Stop the run after a failed validation, naming the failed expectations."""
     text = Path(report).read_text()
     failed = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| table")]
-    raise StepError("data validation failed; the pipeline stops here. Failed expectations:\n" + "\n".join(failed))
+    raise StepError(
+        "data validation failed; the pipeline stops here. Failed expectations:\n" + "\n".join(failed)
+    )
 
 
 def log_metrics(artifact: Any, values: Mapping[str, float]) -> None:
@@ -350,7 +454,10 @@ def log_metrics(artifact: Any, values: Mapping[str, float]) -> None:
     """
     import re
 
-    clean = {re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_.@-]", "_", k)).strip("_"): float(v) for k, v in values.items()}
+    clean = {
+        re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_.@-]", "_", k)).strip("_"): float(v)
+        for k, v in values.items()
+    }
     for name, value in clean.items():
         artifact.log_metric(name, value)
     path = getattr(artifact, "path", None)

@@ -38,10 +38,24 @@ def job_name(stage: str, run_id: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"gr2-{stage}-{run_id}".lower()).strip("-")[:63].rstrip("-")
 
 
-def trainjob_command(stage: str, run_dir: str, config_file: str, profile: str, procs_per_node: int) -> list[str]:
+def trainjob_command(
+    stage: str, run_dir: str, config_file: str, profile: str, procs_per_node: int
+) -> list[str]:
     """``torchrun ... -m gr2.cli train <stage>``: the same command a laptop runs, per node."""
-    return ["torchrun", f"--nproc_per_node={procs_per_node}", "-m", "gr2.cli", "train", stage,
-            "--profile", profile, "--config", config_file, "--run-dir", run_dir]
+    return [
+        "torchrun",
+        f"--nproc_per_node={procs_per_node}",
+        "-m",
+        "gr2.cli",
+        "train",
+        stage,
+        "--profile",
+        profile,
+        "--config",
+        config_file,
+        "--run-dir",
+        run_dir,
+    ]
 
 
 def render_trainjob(cfg: GR2Config, stage: str, name: str, run_dir: str, config_file: str) -> dict[str, Any]:
@@ -53,13 +67,18 @@ def render_trainjob(cfg: GR2Config, stage: str, name: str, run_dir: str, config_
     limits: dict[str, Any] = {"memory": tj.memory_per_node}
     if tj.gpus_per_node:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = tj.gpus_per_node
-    env = [{"name": "HF_HUB_OFFLINE", "value": "1" if not cfg.train.model.base_model else "0"},
-           {"name": "TOKENIZERS_PARALLELISM", "value": "false"}]
+    env = [
+        {"name": "HF_HUB_OFFLINE", "value": "1" if not cfg.train.model.base_model else "0"},
+        {"name": "TOKENIZERS_PARALLELISM", "value": "false"},
+    ]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
-        "metadata": {"name": name, "namespace": tj.namespace,
-                     "labels": {"app.kubernetes.io/part-of": "gr2", "gr2.stage": stage}},
+        "metadata": {
+            "name": name,
+            "namespace": tj.namespace,
+            "labels": {"app.kubernetes.io/part-of": "gr2", "gr2.stage": stage},
+        },
         "spec": {
             "runtimeRef": {"name": tj.runtime, "apiGroup": GROUP, "kind": "ClusterTrainingRuntime"},
             "trainer": {
@@ -70,17 +89,49 @@ def render_trainjob(cfg: GR2Config, stage: str, name: str, run_dir: str, config_
                 "numProcPerNode": tj.procs_per_node,
                 "resourcesPerNode": {"requests": requests, "limits": limits},
             },
-            "runtimePatches": [{  # mount the shared volume in the runtime's trainer pods
-                "manager": "gr2.kubeflow.org/pipeline",
-                "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [{
-                    "name": CONTAINER,
-                    "template": {"spec": {"template": {"spec": {
-                        "volumes": [{"name": "gr2-workdir", "persistentVolumeClaim": {"claimName": tj.pvc_name}}],
-                        "containers": [{"name": CONTAINER,
-                                        "volumeMounts": [{"name": "gr2-workdir", "mountPath": tj.workdir}]}],
-                    }}}},
-                }]}}},
-            }],
+            "runtimePatches": [
+                {  # mount the shared volume in the runtime's trainer pods
+                    "manager": "gr2.kubeflow.org/pipeline",
+                    "trainingRuntimeSpec": {
+                        "template": {
+                            "spec": {
+                                "replicatedJobs": [
+                                    {
+                                        "name": CONTAINER,
+                                        "template": {
+                                            "spec": {
+                                                "template": {
+                                                    "spec": {
+                                                        "volumes": [
+                                                            {
+                                                                "name": "gr2-workdir",
+                                                                "persistentVolumeClaim": {
+                                                                    "claimName": tj.pvc_name
+                                                                },
+                                                            }
+                                                        ],
+                                                        "containers": [
+                                                            {
+                                                                "name": CONTAINER,
+                                                                "volumeMounts": [
+                                                                    {
+                                                                        "name": "gr2-workdir",
+                                                                        "mountPath": tj.workdir,
+                                                                    }
+                                                                ],
+                                                            }
+                                                        ],
+                                                    }
+                                                }
+                                            }
+                                        },
+                                    }
+                                ]
+                            }
+                        }
+                    },
+                }
+            ],
         },
     }
 
@@ -97,7 +148,8 @@ def trainjob_schema(crd_file: str | Path) -> dict[str, Any]:
 def pruned_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
     """Fields of ``obj`` that the API server would silently drop (not in the structural schema).
 
-    >>> pruned_fields({"metadata": {"name": "x"}, "a": 1, "b": {"c": 2}}, {"properties": {"b": {"properties": {}}}})
+    >>> schema = {"properties": {"b": {"properties": {}}}}
+    >>> pruned_fields({"metadata": {"name": "x"}, "a": 1, "b": {"c": 2}}, schema)
     ['.a', '.b.c']
     """
     if schema.get("x-kubernetes-preserve-unknown-fields"):
@@ -107,23 +159,28 @@ def pruned_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]
         if props is None and isinstance(extra, dict):
             return [p for k, v in obj.items() for p in pruned_fields(v, extra, f"{path}.{k}")]
         props = props or {}
-        return [p for k, v in obj.items() if not (path == "" and k == "metadata")  # ObjectMeta: never pruned
-                for p in ([f"{path}.{k}"] if k not in props else pruned_fields(v, props[k], f"{path}.{k}"))]
+        return [
+            p
+            for k, v in obj.items()
+            if not (path == "" and k == "metadata")  # ObjectMeta: never pruned
+            for p in ([f"{path}.{k}"] if k not in props else pruned_fields(v, props[k], f"{path}.{k}"))
+        ]
     if isinstance(obj, list) and isinstance(schema.get("items"), dict):
         return [p for i, v in enumerate(obj) for p in pruned_fields(v, schema["items"], f"{path}[{i}]")]
     return []
 
 
 def validate_trainjob(obj: dict[str, Any], crd_file: str | Path) -> None:
-    """Raise ``jsonschema.ValidationError`` when ``obj`` does not fit the CRD schema or has fields it would drop."""
+    """Raise ``jsonschema.ValidationError`` when ``obj`` does not fit the CRD schema or has pruned fields."""
     import jsonschema
 
     schema = trainjob_schema(crd_file)
     jsonschema.validate(obj, schema)
     dropped = pruned_fields(obj, schema)
     if dropped:
-        raise jsonschema.ValidationError(f"fields not in the {KIND} schema (the API server would drop them): "
-                                         f"{dropped}")
+        raise jsonschema.ValidationError(
+            f"fields not in the {KIND} schema (the API server would drop them): {dropped}"
+        )
 
 
 def job_state(obj: dict[str, Any]) -> str | None:
@@ -140,8 +197,9 @@ def job_state(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def submit_and_wait(obj: dict[str, Any], timeout_s: float, poll_s: float, api: Any = None,
-                    echo: Callable[[str], None] = print) -> dict[str, Any]:
+def submit_and_wait(
+    obj: dict[str, Any], timeout_s: float, poll_s: float, api: Any = None, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Create the TrainJob with the Kubernetes API and poll until it completes; returns its last state."""
     if api is None:
         from kubernetes import client, config
@@ -161,7 +219,9 @@ def submit_and_wait(obj: dict[str, Any], timeout_s: float, poll_s: float, api: A
         if state == "Complete":
             return current
         if state == "Failed":
-            reasons = [c.get("message", "") for c in current["status"]["conditions"] if c.get("type") == "Failed"]
+            reasons = [
+                c.get("message", "") for c in current["status"]["conditions"] if c.get("type") == "Failed"
+            ]
             raise TrainJobError(f"TrainJob {namespace}/{name} failed: {'; '.join(reasons)}")
         if time.monotonic() > deadline:
             raise TrainJobError(f"TrainJob {namespace}/{name} did not finish within {timeout_s:.0f} s")
@@ -178,8 +238,11 @@ def run_trainjob(cfg: GR2Config, stage: str, run: Path, api: Any = None) -> Path
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"run_dir", "profile"})))
     obj = render_trainjob(cfg, stage, name, str(shared / "run"), str(config_file))
     submit_and_wait(obj, tj.timeout_s, tj.poll_s, api=api)
+    produced = shared / "run" / "train" / stage
+    if not (produced / "metrics.json").exists():
+        raise TrainJobError(f"TrainJob {name} completed but wrote no {produced / 'metrics.json'}")
     out = run / "train" / stage
-    for item in (shared / "run" / "train" / stage).iterdir():
+    for item in produced.iterdir():
         target = out / item.name
         if item.is_dir():
             shutil.copytree(item, target, dirs_exist_ok=True)
