@@ -173,11 +173,12 @@ class RankingLogitsProcessor(LogitsProcessor):
 @torch.no_grad()
 def constrained_generate(model: PreTrainedModel, prompts: Sequence[Sequence[int]],
                          automata: Sequence[RankingAutomaton], pad_id: int, eos: Sequence[int],
-                         ) -> list[tuple[list[int], dict[int, float]]]:
+                         ) -> list[tuple[list[int], dict[int, float], int]]:
     """Greedy decoding of each prompt under its automaton (left-padded batch).
 
-    Returns per row the generated tokens and, per candidate index, the cumulative constrained log-prob of
-    the answer up to and including that candidate's label (so it falls along the decoded ranking).
+    Returns per row the generated tokens; per candidate index, the cumulative constrained log-prob of the
+    answer up to and including that candidate's label (so it falls along the decoded ranking); and where the
+    answer starts in the tokens (after the reasoning block, whose free text may spell anything).
     """
     ids, mask = _left_pad(prompts, pad_id)
     width = ids.shape[1]
@@ -192,15 +193,16 @@ def constrained_generate(model: PreTrainedModel, prompts: Sequence[Sequence[int]
     for row, template in enumerate(automata):
         replay = RankingAutomaton(template.labels, template.separator, template.eos, template.think)
         tokens: list[int] = []
-        total, item_logp = 0.0, {}
+        total, item_logp, answer_from = 0.0, {}, None
         for step, token in enumerate(out.sequences[row, width:].tolist()):
             if replay.done:
                 break
-            tokens.append(token)
             if replay.answering:
+                answer_from = len(tokens) if answer_from is None else answer_from
                 total += float(logps[row, step, token])
+            tokens.append(token)
             completed = replay.feed(token)
             if completed is not None:
                 item_logp[completed] = total
-        results.append((tokens, item_logp))
+        results.append((tokens, item_logp, len(tokens) if answer_from is None else answer_from))
     return results

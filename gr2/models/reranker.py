@@ -191,13 +191,15 @@ class Reranker:
             decoded = constrained_generate(self.lm.model, prompts, automata, int(tok.pad_token_id), self._eos)
         return self._read(rows, labels_of, decoded, timings)
 
-    def _read(self, rows: list[dict], labels_of: list[list[str]], decoded: list[tuple[list[int], dict[int, float]]],
+    def _read(self, rows: list[dict], labels_of: list[list[str]],
+              decoded: list[tuple[list[int], dict[int, float], int]],
               timings: dict[str, float]) -> tuple[list[list[int]], list[np.ndarray], list[bool]]:
-        """Read each decoded reply with the training-time parser."""
+        """Read each decoded answer (the reasoning block left out: its free text may spell labels or tags)
+        with the training-time parser."""
         orders, row_scores, bad = [], [], []
         with _timed(timings, "parse"):
-            for row, labels, (tokens, item_logp) in zip(rows, labels_of, decoded, strict=True):
-                text = self.lm.tokenizer.decode(tokens, skip_special_tokens=True)
+            for row, labels, (tokens, item_logp, answer_from) in zip(rows, labels_of, decoded, strict=True):
+                text = self.lm.tokenizer.decode(tokens[answer_from:], skip_special_tokens=True)
                 parsed = parse_ranking(text, row["candidates"], labels)
                 index = {c: i for i, c in enumerate(row["candidates"])}
                 order = [index[c] for c in parsed.ranking]

@@ -232,7 +232,8 @@ def _free_port() -> int:
 
 def test_helm_test_pod_command_against_a_kserve_server(rendered: dict[str, list[dict]]) -> None:
     """The rendered test Pod's own command and env (URL aside) pass on a permutation, fail otherwise."""
-    pytest.importorskip("kserve", reason="kserve (the [serve] extra) is not installed")
+    if importlib.util.find_spec("kserve") is None:  # find, not import: kserve and tritonclient.grpc clash in one process
+        pytest.skip("kserve (the [serve] extra) is not installed")
     container = one(rendered["minimal"], "Pod")["spec"]["containers"][0]
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
