@@ -26,8 +26,8 @@ class Submission:
 
     pipeline_id: str
     version_id: str
-    experiment_id: str
-    run_id: str
+    experiment_id: str  # "" when only uploaded
+    run_id: str  # "" when only uploaded
     url: str
 
 
@@ -60,14 +60,22 @@ def submit(
     experiment: str,
     run_name: str | None = None,
     version_name: str | None = None,
+    package: str | Path | None = None,
+    start_run: bool = True,
 ) -> Submission:
-    """Upload the pipeline (or a new version of it), make sure the experiment exists, start a run."""
+    """Upload the pipeline (or a new version of it), make sure the experiment exists, start a run.
+
+    ``package`` uploads an already compiled IR YAML (the Helm chart's copy) instead of compiling ``cfg``;
+    ``start_run=False`` only uploads (the chart's install hook: runs start from the KFP UI).
+    """
     import kfp
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(cfg, Path(tmp) / "gr2_pipeline.yaml")
+        if package is not None and not Path(package).is_file():
+            raise SubmitError(f"{package}: no compiled pipeline there (run `gr2 pipeline compile`)")
+        package = Path(package) if package is not None else compile_pipeline(cfg, Path(tmp) / "gr2_pipeline.yaml")
         version = version_name or f"{cfg.profile}-{hashlib.sha256(package.read_bytes()).hexdigest()[:12]}"
         step = "connect"
         try:
@@ -91,6 +99,9 @@ def submit(
                     version_id = client.upload_pipeline_version(
                         str(package), version, pipeline_id=pipeline_id
                     ).pipeline_version_id
+            if not start_run:
+                return Submission(pipeline_id=pipeline_id, version_id=version_id, experiment_id="", run_id="",
+                                  url=f"{host.rstrip('/')}/#/pipelines/details/{pipeline_id}")
             step = "create experiment"
             experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
             step = "create run"

@@ -103,3 +103,20 @@ def test_server_refuses_what_is_not_a_pipeline(bad: bytes) -> None:
             fh.write(bad)
             fh.flush()
             kfp.Client(host=srv.url, namespace="team-a").upload_pipeline(fh.name, pipeline_name="x")
+
+
+def test_upload_only_of_a_compiled_package(tmp_path) -> None:
+    """What the Helm chart's hook Job does: upload the chart's compiled copy, start no run."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "helm" / "gr2" / "files" / "gr2_pipeline.yaml"
+    with KfpApiServer() as srv:
+        result = _submit(srv.url, "--package", str(package), "--version-name", "chart-1", "--no-run")
+        state = srv.state
+    assert result.exit_code == 0, result.output
+    assert "uploaded" in result.output and not state.runs and not state.experiments
+    version = next(v for v in state.versions.values() if v["display_name"] == "chart-1")
+    assert version["spec"]["pipelineInfo"]["name"] == PIPELINE_NAME
+    missing = CliRunner().invoke(main, ["pipeline", "submit", "--host", "http://127.0.0.1:9", "--package",
+                                        str(tmp_path / "nope.yaml"), "--no-run"])
+    assert missing.exit_code == 1 and "no compiled pipeline there" in missing.output

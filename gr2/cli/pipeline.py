@@ -83,8 +83,13 @@ def run_cmd(cfg: GR2Config, local_: bool, source: str) -> None:
 @click.option("--experiment", default=None, help="Experiment name (default: pipeline.experiment).")
 @click.option("--run-name", default=None, help="Name of the run (default: gr2-<profile>-<time>).")
 @click.option(
-    "--version", "version_name", default=None, help="Pipeline version name (default: a content hash)."
+    "--version", "--version-name", "version_name", default=None,
+    help="Pipeline version name (default: a content hash).",
 )
+@click.option("--package", type=click.Path(dir_okay=False), default=None,
+              help="Upload this compiled IR YAML (e.g. the Helm chart's copy) instead of compiling the profile.")
+@click.option("--run/--no-run", "start_run", default=True, show_default=True,
+              help="Start a run after the upload (--no-run: upload only, as the Helm chart's hook Job does).")
 @config_options
 def submit_cmd(
     cfg: GR2Config,
@@ -93,6 +98,8 @@ def submit_cmd(
     experiment: str | None,
     run_name: str | None,
     version_name: str | None,
+    package: str | None,
+    start_run: bool,
 ) -> None:
     """Upload the compiled pipeline (new version when it changed) and start a run on a KFP endpoint."""
     from pipelines.submit import SubmitError, submit
@@ -108,7 +115,12 @@ def submit_cmd(
             experiment or cfg.pipeline.experiment,
             run_name=run_name,
             version_name=version_name,
+            package=package,
+            start_run=start_run,
         )
     except SubmitError as err:
         fail(str(err))
+    if not start_run:
+        click.echo(f"pipeline {sub.pipeline_id} version {sub.version_id} uploaded: {sub.url}")
+        return
     click.echo(f"pipeline {sub.pipeline_id} version {sub.version_id}\nrun {sub.run_id}: {sub.url}")

@@ -138,6 +138,13 @@ def test_pipeline_resources_carry_the_compiled_ir(rendered: dict[str, list[dict]
     job = upload["Job"]["spec"]["template"]["spec"]["containers"][0]
     assert job["image"] == contract.IMAGE
     assert job["command"] == ["gr2", "pipeline", "submit"]
+    from gr2.cli.pipeline import submit_cmd  # the Job's arguments are ones the command accepts
+
+    params = submit_cmd.make_context("submit", list(job["args"])).params
+    assert params["package"].endswith("gr2_pipeline.yaml") and params["start_run"] is False
+    mount = next(m for m in job["volumeMounts"] if params["package"].startswith(m["mountPath"]))
+    volume = next(v for v in upload["Job"]["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == upload["ConfigMap"]["metadata"]["name"]
 
 
 def test_pipeline_ir_loads_in_kfp() -> None:
