@@ -133,6 +133,23 @@ def _collect(run_dir: Path, steps: list[StepRecord]) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def _scratch_in(folder: Path) -> Iterator[None]:
+    """Point TMPDIR of the component subprocesses at ``folder`` (emptied afterwards): the steps' scratch
+    run directories stay out of /tmp, as they would vanish with the pod on a cluster."""
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous
+        shutil.rmtree(folder, ignore_errors=True)  # links into artefacts are removed, never followed
+
+
 def run_local(
     cfg: GR2Config,
     run_dir: str | Path | None = None,
@@ -162,7 +179,7 @@ def run_local(
     steps: list[StepRecord] = []
     error = ""
     t0 = time.perf_counter()
-    with _record_tasks(steps, str(pipeline_root)):
+    with _record_tasks(steps, str(pipeline_root)), _scratch_in(pipeline_root / "tmp"):
         try:
             pipeline(source_path=source_path or cfg.data.source_path or "", min_lift=cfg.pipeline.min_lift)
         except RuntimeError as err:
