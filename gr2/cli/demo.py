@@ -13,15 +13,9 @@ from gr2.cli.common import GR2Config, config_options, fail
 @config_options
 def group(cfg: GR2Config, from_step: str | None, source: str) -> None:
     """Run every stage end to end (the pipeline, with kfp.local); a rerun resumes from the cache."""
-    from pipelines.local import run_local
+    from gr2.cli.pipeline import run_locally
 
     if from_step is not None:
         fail("--from-step is gone: `gr2 demo` runs the pipeline, and a rerun reuses every cached step, so it "
              "resumes at the first step whose inputs changed or that failed")
-    click.echo(f"gr2 demo (= gr2 pipeline run --local): profile {cfg.profile}, run dir {cfg.run_dir}")
-    result = run_local(cfg, cfg.run_dir, source_path=source, echo=click.echo)
-    if result.report:
-        click.echo(f"report: {result.report}")
-    if not result.succeeded:
-        fail(f"{result.error} (artefacts and pipeline_run.json in {result.run_dir})")
-    click.echo(f"done in {result.seconds:.1f} s; artefacts in {result.run_dir}")
+    run_locally(cfg, source, "gr2 demo (= gr2 pipeline run --local)")

@@ -66,9 +66,14 @@ def compile_cmd(cfg: GR2Config, out: str, helm: bool, resources: str | None, nam
 @config_options
 def run_cmd(cfg: GR2Config, local_: bool, source: str) -> None:
     """Run every step with kfp.local (SubprocessRunner, cached) into the run directory."""
+    run_locally(cfg, source, "gr2 pipeline run --local")
+
+
+def run_locally(cfg: GR2Config, source: str, title: str) -> None:
+    """The local run and its summary lines (shared by `gr2 pipeline run --local` and `gr2 demo`)."""
     from pipelines.local import run_local
 
-    click.echo(f"gr2 pipeline run --local: profile {cfg.profile}, run dir {cfg.run_dir}")
+    click.echo(f"{title}: profile {cfg.profile}, run dir {cfg.run_dir}")
     result = run_local(cfg, cfg.run_dir, source_path=source, echo=click.echo)
     if result.report:
         click.echo(f"report: {result.report}")
