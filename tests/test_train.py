@@ -235,6 +235,8 @@ def test_midtrain_traces_reasoning_and_table(train_run: GR2Config) -> None:
     table = json.loads((paths.eval / "train_stages.json").read_text())["metrics"]["rows"]
     methods = {(row["stage"], row["method"]) for row in table}
     assert ("reasoning SFT", "decoded with reasoning") in methods
+    decoded = next(r for r in table if r["method"] == "decoded with reasoning")
+    assert decoded["invalid_rate"] == 0.0 and decoded["strict R@1"] == decoded["R@1"]  # constrained decoding
     assert ("mid-training", "likelihood, next-item prompt") in methods
     incoming = table[0]
     assert incoming["identity_rate"] == 1.0

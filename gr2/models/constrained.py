@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
-from gr2.models.scoring import SIDTrie, _left_pad
+from gr2.models.scoring import SIDTrie, _left_pad, encode_plain
+from gr2.models.tokenizer import IM_END, THINK_CLOSE, THINK_OPEN
 
 
 class ConstraintError(ValueError):
@@ -206,3 +208,27 @@ def constrained_generate(model: PreTrainedModel, prompts: Sequence[Sequence[int]
                 item_logp[completed] = total
         results.append((tokens, item_logp, len(tokens) if answer_from is None else answer_from))
     return results
+
+
+@dataclass(frozen=True)
+class DecodingTokens:
+    """The separator, end and reasoning-block token ids of a tokenizer, for :class:`RankingAutomaton`."""
+
+    separator: tuple[int, ...]
+    eos: tuple[int, ...]
+    think: ThinkSpec
+
+    @classmethod
+    def of(cls, tokenizer: Any, think_tokens: int) -> DecodingTokens:
+        from gr2.rerank.format import SEPARATOR
+
+        eos = tuple(i for i in {tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id} if i is not None)
+        think = ThinkSpec(open=tuple(encode_plain(tokenizer, THINK_OPEN + "\n")),
+                          close=tuple(encode_plain(tokenizer, "\n" + THINK_CLOSE + "\n")),
+                          close_token=tokenizer.get_vocab().get(THINK_CLOSE, -1), budget=think_tokens)
+        return cls(separator=tuple(encode_plain(tokenizer, SEPARATOR)), eos=eos, think=think)
+
+    def automaton(self, tokenizer: Any, labels: Sequence[str], reasoning: bool) -> RankingAutomaton:
+        """The automaton of one request: its candidate labels, with or without a reasoning block."""
+        return RankingAutomaton([encode_plain(tokenizer, lab) for lab in labels], self.separator, self.eos,
+                                self.think if reasoning else None)

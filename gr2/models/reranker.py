@@ -24,11 +24,10 @@ import pandas as pd
 import torch
 
 from gr2.models.bundle import ServingManifest, read_manifest
-from gr2.models.constrained import RankingAutomaton, ThinkSpec, constrained_generate
+from gr2.models.constrained import DecodingTokens, constrained_generate
 from gr2.models.factory import LoadedModel, load_model
-from gr2.models.scoring import encode_plain, render_prompt
-from gr2.models.tokenizer import IM_END, THINK_CLOSE, THINK_OPEN
-from gr2.rerank.format import SEPARATOR, build_messages, candidate_labels, parse_ranking
+from gr2.models.scoring import render_prompt
+from gr2.rerank.format import build_messages, candidate_labels, parse_ranking
 from gr2.train.evaluate import rerank_likelihood_questions, score_questions
 
 Mode = Literal["score", "generate", "reason"]
@@ -87,13 +86,7 @@ class Reranker:
         self.lm, self.catalog, self.manifest = lm, catalog, manifest
         self.think_tokens = think_tokens
         self._vocab = lm.tokenizer.get_vocab()
-        tok = lm.tokenizer
-        self._separator = encode_plain(tok, SEPARATOR)
-        self._eos = [i for i in {tok.convert_tokens_to_ids(IM_END), tok.eos_token_id} if i is not None]
-        close_token = self._vocab.get(THINK_CLOSE, -1)
-        self._think = ThinkSpec(open=tuple(encode_plain(tok, THINK_OPEN + "\n")),
-                                close=tuple(encode_plain(tok, "\n" + THINK_CLOSE + "\n")),
-                                close_token=close_token, budget=think_tokens)
+        self._tokens = DecodingTokens.of(lm.tokenizer, think_tokens)
 
     @classmethod
     def from_bundle(cls, path: str | Path, think_tokens: int = 64) -> Reranker:
@@ -185,10 +178,10 @@ class Reranker:
             prompts = [render_prompt(tok, build_messages(row, catalog.items, sid_lookup, style=style))
                        for row in rows]
             labels_of = [candidate_labels(row["candidates"], sid_lookup) for row in rows]
-            automata = [RankingAutomaton([encode_plain(tok, lab) for lab in labels], self._separator, self._eos,
-                                         self._think if mode == "reason" else None) for labels in labels_of]
+            automata = [self._tokens.automaton(tok, labels, reasoning=mode == "reason") for labels in labels_of]
         with _timed(timings, "model"):
-            decoded = constrained_generate(self.lm.model, prompts, automata, int(tok.pad_token_id), self._eos)
+            decoded = constrained_generate(self.lm.model, prompts, automata, int(tok.pad_token_id),
+                                           self._tokens.eos)
         return self._read(rows, labels_of, decoded, timings)
 
     def _read(self, rows: list[dict], labels_of: list[list[str]],

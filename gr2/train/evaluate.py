@@ -19,7 +19,6 @@ from gr2.models.scoring import (
     batch_beam_search_items,
     batch_continuation_logprobs,
     encode_plain,
-    generate_texts,
     render_prompt,
 )
 from gr2.models.tokenizer import SID_BEGIN
@@ -166,21 +165,34 @@ def generated_rankings(
     lm: LoadedModel, sid_map: Any, samples: pd.DataFrame, items: pd.DataFrame, style: str = "reasoning",
     max_new_tokens: int = 256, batch_size: int = 16,
 ) -> tuple[list[list[int]], list[dict[str, Any]]]:
-    """Decode a reply per sample and parse it; returns rankings and per-sample parse flags."""
+    """Decode a reply per sample under the ranking constraint (``gr2.models.constrained``: every answer
+    names each candidate once; reasoning gets what ``max_new_tokens`` leaves after the answer) and parse
+    the answer; returns rankings and per-sample parse flags."""
+    from gr2.models.constrained import DecodingTokens, constrained_generate
     from gr2.rerank.format import build_messages, candidate_labels, parse_ranking
 
     rows = samples.to_dict("records")
+    reasoning = style == "reasoning"
     prompts = [render_prompt(lm.tokenizer, build_messages(r, items, sid_map, style=style)) for r in rows]
-    texts = []
+    labels_of = [candidate_labels([int(c) for c in r["candidates"]], sid_map) for r in rows]
+    automata = []
+    for labels in labels_of:
+        answer = DecodingTokens.of(lm.tokenizer, 0).automaton(lm.tokenizer, labels, reasoning=False).max_tokens()
+        tokens = DecodingTokens.of(lm.tokenizer, max(0, max_new_tokens - answer))
+        automata.append(tokens.automaton(lm.tokenizer, labels, reasoning=reasoning))
+    pad = int(lm.tokenizer.pad_token_id)
+    decoded = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=f"decoding ({style})", leave=False):
-        texts += generate_texts(lm.model, lm.tokenizer, prompts[start: start + batch_size], max_new_tokens,
-                                batch_size)
+        end = start + batch_size
+        decoded += constrained_generate(lm.model, prompts[start:end], automata[start:end], pad,
+                                        DecodingTokens.of(lm.tokenizer, 0).eos)
     rankings, flags = [], []
-    for row, text in zip(rows, texts, strict=True):
+    for row, labels, (tokens, _, answer_from) in zip(rows, labels_of, decoded, strict=True):
         cands = [int(c) for c in row["candidates"]]
-        labels = dict(zip(cands, candidate_labels(cands, sid_map), strict=True))
-        parsed = parse_ranking(text, cands, [labels[c] for c in cands])
+        answer = lm.tokenizer.decode(tokens[answer_from:], skip_special_tokens=True)
+        parsed = parse_ranking(answer, cands, labels)
         rankings.append(list(parsed.ranking))
         flags.append({"valid": bool(parsed.valid), "complete": bool(parsed.complete),
-                      "identity": bool(parsed.identity), "text": text})
+                      "identity": bool(parsed.identity),
+                      "text": lm.tokenizer.decode(tokens, skip_special_tokens=True)})
     return rankings, flags
