@@ -21,6 +21,9 @@ class ModelConfig(BaseModel):
     architecture: Literal["qwen2", "qwen3"] = Field(
         "qwen3", description="Architecture of the offline model (transformers model type)."
     )
+    item_tokens: Literal["sid", "item", "sid+item"] = Field(
+        "sid", description="How prompts name items: sid = the semantic-ID code tokens (shared between similar "
+        "items); item = one <i_N> token per item; sid+item = both.")
     # Parameters that control the size of the offline model
     hidden_size: int = Field(128, ge=8, description="Width of the residual stream (units).")
     num_layers: int = Field(2, ge=1, description="Transformer blocks.")

@@ -33,7 +33,7 @@ from gr2.train.evaluate import rerank_likelihood_questions, score_questions
 Mode = Literal["score", "generate", "reason"]
 MODES: tuple[str, ...] = ("score", "generate", "reason")
 UNSCORED = -1e9  # score of an item the model did not rank (unknown item, fallback row)
-_SID_TOKEN = re.compile(r"<s_[a-z]+_\d+>")
+_SID_TOKEN = re.compile(r"<s_[a-z]+_\d+>|<i_\d+>")
 
 
 class RerankError(ValueError):
@@ -82,8 +82,11 @@ class Reranker:
     """A loaded model, its catalog and prompt settings; :meth:`rerank` is the whole serving computation."""
 
     def __init__(self, lm: LoadedModel, catalog: ItemCatalog, manifest: ServingManifest,
-                 think_tokens: int = 64) -> None:
+                 think_tokens: int = 64, item_names: Mapping[int, str] | None = None) -> None:
         self.lm, self.catalog, self.manifest = lm, catalog, manifest
+        # Item names of a model trained with item tokens (train.model.item_tokens != sid): they replace the
+        # plain SIDs a feature store serves, since the model's vocabulary names items its own way.
+        self.item_names = dict(item_names) if item_names is not None else None
         self.think_tokens = think_tokens
         self._vocab = lm.tokenizer.get_vocab()
         self._tokens = DecodingTokens.of(lm.tokenizer, think_tokens)
@@ -99,7 +102,8 @@ class Reranker:
         lm = load_model(root, sid_map.all_tokens())
         lm.model.eval()
         sids = {i: sid_map.token_string(i) for i in sid_map.item_ids} if manifest.with_sids else None
-        return cls(lm, ItemCatalog(pd.read_parquet(root / "items.parquet"), sids), manifest, think_tokens)
+        names = sids if sid_map.item_tokens != "sid" else None
+        return cls(lm, ItemCatalog(pd.read_parquet(root / "items.parquet"), sids), manifest, think_tokens, names)
 
     @property
     def model_version(self) -> str:
@@ -123,6 +127,9 @@ class Reranker:
         if mode not in MODES:
             raise RerankError(f"mode must be one of {list(MODES)}, got {mode!r}")
         catalog = catalog or self.catalog
+        if self.item_names is not None and catalog.sids is not None and catalog is not self.catalog:
+            names = self.item_names
+            catalog = ItemCatalog(catalog.items, {i: names[i] for i in catalog.sids if i in names})
         b, k = cands.shape
         ranking, scores = cands.astype(np.int64).copy(), np.full((b, k), UNSCORED, dtype=np.float32)
         unknown = np.zeros(b, dtype=np.int64)

@@ -24,7 +24,7 @@ def serving_lift(cfg: GR2Config, inputs: StageInputs, model_dir: str | Path) -> 
     samples = subsample(inputs.load_samples("validation"), cfg.pipeline.gate_samples, cfg.seed)
     if samples.empty:
         raise ValueError("no validation samples to gate the promotion on")
-    sid_map = inputs.load_sid_map()
+    sid_map = inputs.load_sid_map(cfg.train.model.item_tokens)
     lm = load_model(model_dir, sid_map.all_tokens())
     rankings = rerank_likelihood_rankings(lm, sid_map, samples, inputs.load_dataset().items)
     incoming = [[int(c) for c in cands] for cands in samples["candidates"]]

@@ -1,5 +1,7 @@
 """The SID map: item id <-> code tuple <-> token string (``<s_a_12><s_b_201><s_c_7>``).
 
+``item_tokens`` chooses how the LM names items: ``sid`` (the code tokens), ``item`` (one ``<i_N>`` token
+per item id, no sharing between items) or ``sid+item`` (the code tokens followed by the item token).
 Stored as ``sid_map.parquet`` with columns ``item_id`` (int64), ``codes`` (list<int64>) and ``sid``
 (string); ``levels`` and ``codebook_size`` travel in the Parquet schema metadata.
 """
@@ -17,8 +19,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 LEVEL_LETTERS = string.ascii_lowercase
+ITEM_TOKEN_MODES = ("sid", "item", "sid+item")
 _META_KEY = b"gr2.sid"
 _TOKEN = re.compile(r"<s_([a-z])_(\d+)>")
+_ITEM_TOKEN = re.compile(r"<i_(\d+)>$")
+
+
+def item_token(item_id: int) -> str:
+    """The vocabulary token of one item id.
+
+    >>> item_token(42)
+    '<i_42>'
+    """
+    return f"<i_{int(item_id)}>"
 
 
 def token(level: int, code: int) -> str:
@@ -53,7 +66,10 @@ def parse_token_string(text: str) -> tuple[int, ...] | None:
 class SIDMap:
     """Item ids and their code tuples (one row each; every tuple distinct once resolved)."""
 
-    def __init__(self, item_ids: Iterable[int], codes: np.ndarray, codebook_size: int):
+    def __init__(self, item_ids: Iterable[int], codes: np.ndarray, codebook_size: int, item_tokens: str = "sid"):
+        if item_tokens not in ITEM_TOKEN_MODES:
+            raise ValueError(f"SIDMap: item_tokens must be one of {list(ITEM_TOKEN_MODES)}, got {item_tokens!r}")
+        self.item_tokens = item_tokens
         self._ids = np.asarray(list(item_ids) if not isinstance(item_ids, np.ndarray) else item_ids, dtype=np.int64)
         codes = np.asarray(codes, dtype=np.int64)
         self._codes = codes if codes.ndim == 2 else codes.reshape(len(self._ids), -1)
@@ -95,23 +111,40 @@ class SIDMap:
         return tuple(int(c) for c in self._codes[self._row[int(item_id)]])
 
     def token_string(self, item_id: int) -> str:
-        """e.g. ``<s_a_12><s_b_201><s_c_7>``."""
-        return token_string(self.codes(item_id))
+        """e.g. ``<s_a_12><s_b_201><s_c_7>`` (``item``: ``<i_42>``; ``sid+item``: the SID then ``<i_42>``)."""
+        return "".join(self.tokens(item_id))
 
     def tokens(self, item_id: int) -> list[str]:
-        """e.g. ``['<s_a_12>', '<s_b_201>', '<s_c_7>']``."""
-        return [token(level, c) for level, c in enumerate(self.codes(item_id))]
+        """e.g. ``['<s_a_12>', '<s_b_201>', '<s_c_7>']`` in the map's ``item_tokens`` mode."""
+        codes = self.codes(item_id)  # KeyError for unknown items in every mode
+        sid = [token(level, c) for level, c in enumerate(codes)] if "sid" in self.item_tokens else []
+        return sid + ([item_token(item_id)] if "item" in self.item_tokens else [])
 
     def item_for(self, sid: str | Iterable[int]) -> int | None:
         """The item with this token string (or code tuple); None when malformed or unused."""
-        codes = parse_token_string(sid) if isinstance(sid, str) else tuple(int(c) for c in sid)
-        if codes is None:
-            return None
-        return self._by_codes.get(codes)
+        if not isinstance(sid, str):
+            return self._by_codes.get(tuple(int(c) for c in sid))
+        text = sid.strip()
+        named = _ITEM_TOKEN.search(text) if "item" in self.item_tokens else None
+        if named is not None:
+            item = int(named.group(1))
+            rest = text[: named.start()]
+            if item not in self._row or (rest and self.item_for(tuple(parse_token_string(rest) or ())) != item):
+                return None
+            return item
+        codes = parse_token_string(text)
+        return None if codes is None else self._by_codes.get(codes)
 
     def all_tokens(self) -> list[str]:
-        """Every level x code token (``levels * codebook_size``), level-major: a_0..a_{K-1}, b_0, ..."""
-        return [token(level, c) for level in range(self.levels) for c in range(self.codebook_size)]
+        """Every token the map's items use: level x code tokens (level-major: a_0..a_{K-1}, b_0, ...) and/or
+        one item token per item."""
+        sid = ([token(level, c) for level in range(self.levels) for c in range(self.codebook_size)]
+               if "sid" in self.item_tokens else [])
+        return sid + ([item_token(i) for i in self.item_ids] if "item" in self.item_tokens else [])
+
+    def with_item_tokens(self, mode: str) -> SIDMap:
+        """The same map naming items in another ``item_tokens`` mode."""
+        return SIDMap(self._ids, self._codes, self.codebook_size, item_tokens=mode)
 
     def uniqueness(self) -> float:
         return len(self._by_codes) / len(self) if len(self) else 1.0
@@ -123,7 +156,7 @@ class SIDMap:
             "codes": pa.array(self._codes.tolist(), type=pa.list_(pa.int64())),
             "sid": pa.array([token_string(row) for row in self._codes.tolist()], type=pa.string()),
         })
-        meta = {"levels": self.levels, "codebook_size": self.codebook_size}
+        meta = {"levels": self.levels, "codebook_size": self.codebook_size, "item_tokens": self.item_tokens}
         return table.replace_schema_metadata({_META_KEY: json.dumps(meta).encode()})
 
     def save(self, path: str | Path) -> Path:
@@ -146,7 +179,7 @@ class SIDMap:
         if size is None:  # a hand-made file: take sid_config.json beside it, else the largest code + 1
             side = path.parent / "sid_config.json"
             size = json.loads(side.read_text())["codebook_size"] if side.exists() else int(codes.max(initial=0)) + 1
-        return cls(ids, codes, int(size))
+        return cls(ids, codes, int(size), item_tokens=meta.get("item_tokens", "sid"))
 
     def merged(self, other: SIDMap) -> SIDMap:
         """This map plus the items of ``other`` that it lacks (same levels and codebook size)."""
@@ -154,7 +187,8 @@ class SIDMap:
             raise ValueError("SIDMap.merged: maps differ in levels or codebook size")
         new = ~np.isin(other._ids, self._ids)
         return SIDMap(np.concatenate([self._ids, other._ids[new]]),
-                      np.concatenate([self._codes, other._codes[new]]), self.codebook_size)
+                      np.concatenate([self._codes, other._codes[new]]), self.codebook_size, self.item_tokens)
 
     def __repr__(self) -> str:
-        return f"SIDMap(items={len(self)}, levels={self.levels}, codebook_size={self.codebook_size})"
+        mode = "" if self.item_tokens == "sid" else f", item_tokens={self.item_tokens!r}"
+        return f"SIDMap(items={len(self)}, levels={self.levels}, codebook_size={self.codebook_size}{mode})"

@@ -64,6 +64,16 @@ class MidtrainConfig(_Section):
         False, description="False = loss on the whole sequence, so every SID of the history is a next-item "
         "target too (denser sequential signal).")
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    # Parameters that control next-item pretraining over sliding windows
+    sequence_epochs: int = Field(
+        0, ge=0, description="Passes over sliding windows of every learnable user sequence, loss on every item "
+        "(0 = the task mixture only). When > 0 the stage runs one pass over windows + mixture and "
+        "optim.max_steps is not used.")
+    sequence_window: int = Field(50, ge=2, description="Items per window (the last is the completion).")
+    sequence_stride: int = Field(25, ge=1, description="Items between window starts; each epoch draws a new "
+                                 "random offset, so windows differ between epochs.")
+    packing: bool = Field(False, description="Pack examples into max_length rows (TRL best-fit packing, "
+                          "padding-free; attention stays inside each example).")
     # Parameters that control the before/after evaluation on validation
     eval_users: int = Field(200, ge=1, description="Validation users scored for next-item Recall@k.")
     recall_k: int = Field(10, ge=1, description="Cut-off of next-item Recall (beam width of the SID search).")

@@ -34,7 +34,7 @@ def _rerank_texts(cfg: GR2Config, inputs: StageInputs) -> list[str]:
         return []
     try:
         samples = subsample(inputs.load_samples("train"), RERANK_PROMPTS, cfg.seed)
-        sid_map = inputs.load_sid_map()
+        sid_map = inputs.load_sid_map(cfg.train.model.item_tokens)
         items = inputs.load_dataset().items
     except (SamplesError, TrainInputError):
         return []

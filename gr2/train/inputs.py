@@ -47,12 +47,13 @@ class StageInputs:
         except SamplesError as err:
             raise TrainInputError(str(err)) from err
 
-    def load_sid_map(self) -> Any:
+    def load_sid_map(self, item_tokens: str = "sid") -> Any:
+        """The SID map naming items in the ``item_tokens`` mode (``train.model.item_tokens``)."""
         from gr2.sid.sidmap import SIDMap
 
         if not self.sid_map.exists():
             raise TrainInputError(f"{self.sid_map}: not found; run `gr2 sid train` first")
-        return SIDMap.load(self.sid_map)
+        return SIDMap.load(self.sid_map).with_item_tokens(item_tokens)
 
     def load_dataset(self) -> Dataset:
         if not any((self.dataset / f"interactions.{ext}").exists() for ext in ("parquet", "csv")):
@@ -72,7 +73,7 @@ def sid_map_path(cfg: GR2Config) -> Path:
 
 def load_sid_map(cfg: GR2Config) -> Any:
     """The run's SID map (``gr2 sid train`` writes it)."""
-    return StageInputs.of_run(cfg.run_dir).load_sid_map()
+    return StageInputs.of_run(cfg.run_dir).load_sid_map(cfg.train.model.item_tokens)
 
 
 def load_dataset(cfg: GR2Config) -> Dataset:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import Dataset as HFDataset
 from transformers import set_seed
@@ -27,7 +28,7 @@ from gr2.train.corpus import corpus_texts
 from gr2.train.evaluate import next_item_rankings, next_item_recall, sid_title_accuracy
 from gr2.train.inputs import StageInputs, learnable_sequences, validation_positions
 from gr2.train.sft import loss_curve, resume_checkpoint, sft_args, stage_fingerprint
-from gr2.train.tasks import Catalog, build_examples
+from gr2.train.tasks import Catalog, build_examples, sequence_examples
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,22 @@ def prepare_base_model(cfg: GR2Config, corpus: list[str], base: Path | None = No
     record = json.loads(card.read_text())
     card.write_text(json.dumps({**record, **wanted}, indent=2) + "\n")
     return str(base)
+
+
+def _length_args(mc: Any) -> dict[str, Any]:
+    """How long the stage trains and how examples are batched: ``optim.max_steps`` steps, or one pass over
+    windows + mixture when sequence epochs are on; packed rows when ``packing``."""
+    args: dict[str, Any] = {"completion_only_loss": mc.completion_only_loss}
+    if mc.sequence_epochs:
+        args.update(max_steps=-1, num_train_epochs=1, warmup_steps=min(mc.optim.warmup_ratio, 0.5))
+    if mc.packing:
+        args.update(packing=True, packing_strategy="bfd")
+    return args
+
+
+def _shuffled(examples: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    order = np.random.default_rng(seed).permutation(len(examples))
+    return [examples[i] for i in order]
 
 
 def validation_metrics(cfg: GR2Config, lm: LoadedModel, sid_map: Any, catalog: Catalog,
@@ -108,15 +125,19 @@ def run_midtrain(cfg: GR2Config, inputs: StageInputs | None = None, out_dir: str
     mc = cfg.train.midtrain
     inputs = inputs or StageInputs.of_run(cfg.run_dir)
     out = Path(out_dir) if out_dir is not None else stage_dir(cfg, "midtrain")
-    sid_map = inputs.load_sid_map()
+    sid_map = inputs.load_sid_map(cfg.train.model.item_tokens)
     data = inputs.load_dataset()
     protocol = inputs.load_protocol(cfg)
     catalog = Catalog.build(data.items, sid_map)
-    examples = build_examples(learnable_sequences(protocol), catalog, sid_map, mc, cfg.seed)
-    args = sft_args(mc.optim, out / "checkpoints", cfg.seed, completion_only_loss=mc.completion_only_loss)
+    sequences = learnable_sequences(protocol)
+    mixture = build_examples(sequences, catalog, sid_map, mc, cfg.seed)
+    examples = mixture
+    if mc.sequence_epochs:
+        examples = _shuffled(mixture + sequence_examples(sequences, catalog, sid_map, mc, cfg.seed), cfg.seed)
+    args = sft_args(mc.optim, out / "checkpoints", cfg.seed, **_length_args(mc))
     with args.main_process_first(desc="offline base model"):
         base_dir = out / "base" if out_dir is not None else stage_dir(cfg, "base")
-        base = prepare_base_model(cfg, corpus_texts(cfg, examples, catalog, inputs), base_dir)
+        base = prepare_base_model(cfg, corpus_texts(cfg, mixture, catalog, inputs), base_dir)
     lm = load_model(base, sid_map.all_tokens(), seed=cfg.seed)
     positions = validation_positions(protocol, mc.history_length, mc.eval_users, cfg.seed)
 
@@ -126,6 +147,8 @@ def run_midtrain(cfg: GR2Config, inputs: StageInputs | None = None, out_dir: str
     checkpoint = resume_checkpoint(out / "checkpoints", mc.optim.resume, stage_fingerprint(cfg, "midtrain"))
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out / "model"))
+    if trainer.is_world_process_zero():
+        sid_map.save(out / "model" / "sid_map.parquet")  # the item-token mode the model was trained with
     after = validation_metrics(cfg, lm, sid_map, catalog, positions, data.items, inputs)
 
     curve = loss_curve(trainer.state.log_history)

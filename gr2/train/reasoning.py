@@ -191,7 +191,7 @@ def run_reasoning(cfg: GR2Config, inputs: StageInputs | None = None, midtrain_mo
     traces = pd.read_parquet(traces_file)
     if not traces["accepted"].any():
         raise ReasoningInputError(f"{traces_file}: no accepted trace to train on")
-    sid_map = inputs.load_sid_map()
+    sid_map = inputs.load_sid_map(cfg.train.model.item_tokens)
     items = inputs.load_dataset().items
     lm = load_model(mid_model, sid_map.all_tokens(), seed=cfg.seed)
     samples = inputs.load_samples(cfg.train.traces.split)
@@ -210,6 +210,8 @@ def run_reasoning(cfg: GR2Config, inputs: StageInputs | None = None, midtrain_mo
     checkpoint = resume_checkpoint(out / "checkpoints", rc.optim.resume, stage_fingerprint(cfg, "reasoning"))
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out / "model"))
+    if trainer.is_world_process_zero():
+        sid_map.save(out / "model" / "sid_map.parquet")
 
     curve = loss_curve(trainer.state.log_history)
     metrics = {

@@ -79,7 +79,7 @@ def run_stage_table(cfg: GR2Config, inputs: StageInputs | None = None, models: M
     stages = [(name, Path(d)) for name, d in models.items()]
     if not any((d / "config.json").exists() for _, d in stages):
         raise TrainInputError(f"{[str(d) for _, d in stages]}: no trained stage; run `gr2 train midtrain` first")
-    sid_map = inputs.load_sid_map()
+    sid_map = inputs.load_sid_map(cfg.train.model.item_tokens)
     items = inputs.load_dataset().items
     history = cfg.train.midtrain.history_length
     for stage, model_dir in stages:

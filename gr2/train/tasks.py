@@ -7,6 +7,8 @@ Tasks (any catalog in the canonical schema; ``persona`` needs ``categories`` and
 ``text_to_sid``  the item's text -> its SID
 ``persona``      history of SIDs -> a short profile of the user's favourite categories
 ``item_text``    plain text about an item, to keep the language ability
+``sequence``     a sliding window of a user's items (:func:`sequence_examples`): with the loss on the
+                 whole sequence every item of the window is a next-item target
 
 Each example is a TRL conversational prompt-completion record: ``{"prompt": [...], "completion": [...]}``.
 User sequences come from interactions strictly before the validation cut of the evaluation protocol,
@@ -43,8 +45,9 @@ def sid_text(sid_map: Any, item_id: int) -> str:
 
 
 def history_block(sid_map: Any, history: Sequence[int]) -> str:
-    """The user history as one line of SIDs, oldest to newest."""
-    return "History (oldest to newest): " + " ".join(sid_text(sid_map, i) for i in history)
+    """The user history as one line of item names (SID codes or item tokens, self-delimiting, no separators:
+    one token per item in ``item`` mode), oldest to newest."""
+    return "History (oldest to newest): " + "".join(sid_map.token_string(int(i)) for i in history)
 
 
 def _messages(user: str) -> list[dict[str, str]]:
@@ -141,6 +144,46 @@ def build_examples(
             examples.append(_draw(task, rng, seqs, items, catalog, sid_map, cfg.history_length))
     order = rng.permutation(len(examples))
     return [examples[i] for i in order]
+
+
+def sliding_windows(sequences: Sequence[Sequence[int]], window: int, stride: int,
+                    rng: np.random.Generator) -> list[list[int]]:
+    """Windows of at most ``window`` items every ``stride`` items of each sequence, from a random offset
+    in ``[0, stride)``; the last window of a sequence always ends at its last item. Sequences shorter than
+    two items give nothing.
+
+    >>> sliding_windows([[1, 2, 3, 4, 5], [6]], window=3, stride=1, rng=np.random.default_rng(0))
+    [[1, 2, 3], [2, 3, 4], [3, 4, 5]]
+    """
+    out: list[list[int]] = []
+    for seq in sequences:
+        seq = list(seq)
+        if len(seq) < 2:
+            continue
+        if len(seq) <= window:
+            out.append(seq)
+            continue
+        starts = list(range(int(rng.integers(stride)), len(seq) - window + 1, stride))
+        if not starts or starts[-1] != len(seq) - window:
+            starts.append(len(seq) - window)
+        out += [seq[s: s + window] for s in starts]
+    return out
+
+
+def sequence_examples(
+    sequences: Mapping[int, Sequence[int]], catalog: Catalog, sid_map: Any, cfg: MidtrainConfig, seed: int
+) -> list[dict[str, Any]]:
+    """``cfg.sequence_epochs`` passes of sliding windows over every sequence, as next-item examples whose
+    history is the window's first items and completion its last (a new window offset each epoch)."""
+    rng = np.random.default_rng(seed + 1)
+    seqs = [[int(i) for i in s if int(i) in catalog.texts] for s in sequences.values()]
+    examples = []
+    for _ in range(cfg.sequence_epochs):
+        for w in sliding_windows(seqs, cfg.sequence_window, cfg.sequence_stride, rng):
+            examples.append({"prompt": next_item_prompt(sid_map, w[:-1]),
+                             "completion": [{"role": "assistant", "content": sid_text(sid_map, w[-1])}],
+                             "task": "sequence"})
+    return examples
 
 
 def _draw(task: str, rng: np.random.Generator, seqs: list[np.ndarray], items: np.ndarray, catalog: Catalog,

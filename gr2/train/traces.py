@@ -157,7 +157,7 @@ def run_traces(cfg: GR2Config, inputs: StageInputs | None = None, out_dir: str |
     out = Path(out_dir) if out_dir is not None else RunPaths.of(cfg.run_dir).train / "traces"
     out.mkdir(parents=True, exist_ok=True)
     samples = subsample(inputs.load_samples(tc.split), tc.max_samples, cfg.seed)
-    sid_map = inputs.load_sid_map()
+    sid_map = inputs.load_sid_map(cfg.train.model.item_tokens)
     teacher = make_teacher(cfg, inputs.load_dataset().items, sid_map, samples)
 
     partial = out / "traces.partial.jsonl"
