@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gr2.models.bundle import BundleError, ServingManifest, write_serving_bundle
-from gr2.models.constrained import ConstraintError, RankingAutomaton
+from gr2.models.constrained import ConstraintError, RankingAutomaton, RankingLogitsProcessor, ThinkSpec
 from gr2.models.factory import build_offline_checkpoint
 from gr2.models.reranker import UNSCORED, ItemCatalog, Reranker, RerankError
 from gr2.rerank.format import build_messages
@@ -91,6 +91,16 @@ def test_bad_inputs_are_named(reranker: Reranker, tmp_path) -> None:
         Reranker.from_bundle(tmp_path)
     with pytest.raises(ConstraintError, match="prefix"):
         RankingAutomaton([(1, 2), (1,)], separator=(3,), eos=(0,))
+
+
+def test_reasoning_block_cannot_open_twice() -> None:
+    """Free reasoning text may hold anything but EOS and a second ``<think>`` (which would make it unparsable)."""
+    think = ThinkSpec(open=(5, 6), close=(6, 7, 6), close_token=7, budget=3, open_token=5)
+    auto = RankingAutomaton([(1,), (2,)], separator=(3,), eos=(0,), think=think)
+    auto.feed(5), auto.feed(6)
+    assert auto.allowed() is None and auto.banned() == [0, 5]
+    scores = RankingLogitsProcessor([auto], prompt_width=1)(torch.tensor([[9, 5, 6]]), torch.zeros(1, 10))
+    assert torch.isinf(scores[0, [0, 5]]).all() and torch.isfinite(scores[0, [1, 2, 3, 4, 6, 7, 8, 9]]).all()
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -1,4 +1,4 @@
-"""`gr2 train ...` subcommands: midtrain -> traces -> reasoning, then the stage table."""
+"""`gr2 train ...` subcommands: midtrain -> traces -> reasoning -> rl -> internalize, then the stage table."""
 
 from __future__ import annotations
 
@@ -25,18 +25,19 @@ def _run(step: Callable[[GR2Config], Any], cfg: GR2Config) -> Any:
     from gr2.rerank.samples import SamplesError
     from gr2.train.inputs import TrainInputError
     from gr2.train.reasoning import ReasoningInputError
+    from gr2.train.rl import RLInputError
     from gr2.train.tasks import TaskError
 
     try:
         return step(cfg)
-    except (TrainInputError, SamplesError, ReasoningInputError, ModelLoadError, TokenizerError, TaskError,
+    except (TrainInputError, SamplesError, ReasoningInputError, RLInputError, ModelLoadError, TokenizerError, TaskError,
             FormatError, ProtocolError, DataError, FileNotFoundError) as err:
         fail(str(err))
 
 
 @click.group(name="train")
 def group() -> None:
-    """Staged LLM training: mid-training, reasoning traces, reasoning SFT, stage table."""
+    """Staged LLM training: mid-training, reasoning traces, reasoning SFT, RL, internalization, stage table."""
 
 
 def _show(art: Any, output: str) -> None:
@@ -73,6 +74,31 @@ def reasoning(cfg: GR2Config) -> None:
     from gr2.train.reasoning import run_reasoning
 
     _show(_run(run_reasoning, cfg), "model")
+
+
+@group.command("rl")
+@click.option("--reward", type=click.Choice(["conditional", "naive"]), default=None,
+              help="Reward trained (default: train.rl.reward); naive writes train/rl_naive.")
+@config_options
+@requires_valid_data
+def rl(cfg: GR2Config, reward: str | None) -> None:
+    """GRPO (DAPO loss, clip-higher) with constrained rollouts from the best earlier model."""
+    from gr2.train.rl import run_rl
+
+    if reward is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+            update={"rl": cfg.train.rl.model_copy(update={"reward": reward})})})
+    _show(_run(run_rl, cfg), "model")
+
+
+@group.command("internalize")
+@config_options
+@requires_valid_data
+def internalize(cfg: GR2Config) -> None:
+    """Answer-only GRPO from the best of rl/reasoning; writes the serving checkpoint train/internalize/model."""
+    from gr2.train.internalize import run_internalize
+
+    _show(_run(run_internalize, cfg), "model")
 
 
 def write_stage_table(cfg: GR2Config) -> None:

@@ -43,12 +43,12 @@ class ServingManifest:
 
 def write_serving_bundle(model_dir: str | Path, sid_map_path: str | Path, items: pd.DataFrame,
                          out_dir: str | Path, manifest: ServingManifest) -> Path:
-    """Copy a trained checkpoint and its transforms into ``out_dir`` and write the manifest."""
+    """Copy a trained checkpoint and its transforms into ``out_dir`` (may be ``model_dir``) and write the manifest."""
     src, out = Path(model_dir), Path(out_dir)
     if not (src / "config.json").exists():
         raise BundleError(f"{src}: no config.json; not a checkpoint directory")
     out.mkdir(parents=True, exist_ok=True)
-    for path in src.iterdir():
+    for path in src.iterdir() if src.resolve() != out.resolve() else ():  # in place: the model is already there
         if path.is_file() and (path.name in MODEL_FILES or path.suffix in {".json", ".jinja", ".txt", ".model"}):
             shutil.copy2(path, out / path.name)
     own_map = src / "sid_map.parquet"  # the map (and item-token mode) the checkpoint was trained with

@@ -34,13 +34,15 @@ class ThinkSpec:
     """Token ids of the reasoning block: forced ``open``, free text up to ``budget`` tokens, then ``close``.
 
     ``close_token`` is the ``</think>`` id: when the model emits it on its own, the rest of ``close``
-    after it is forced.
+    after it is forced. ``open_token`` (the ``<think>`` id) may not appear inside the block: a second
+    opening tag makes the answer unparsable.
     """
 
     open: tuple[int, ...]
     close: tuple[int, ...]
     close_token: int
     budget: int
+    open_token: int = -1
 
 
 class RankingAutomaton:
@@ -84,7 +86,7 @@ class RankingAutomaton:
         return len(self.order) == len(self.labels) and not self._forced
 
     def allowed(self) -> list[int] | None:
-        """Token ids allowed next (None: any token but EOS, inside the reasoning block)."""
+        """Token ids allowed next (None: any token but :meth:`banned`, inside the reasoning block)."""
         if self._forced:
             return [self._forced[0]]
         if self._phase == "thinking":
@@ -141,6 +143,11 @@ class RankingAutomaton:
             self._forced = list(self.separator)
         return matches[0]
 
+    def banned(self) -> list[int]:
+        """Tokens the free reasoning text may not hold: EOS and a second ``<think>``."""
+        reopen = [self.think.open_token] if self.think is not None and self.think.open_token >= 0 else []
+        return [*self.eos, *reopen]
+
     def max_tokens(self) -> int:
         """An upper bound of the tokens this automaton can emit (EOS included)."""
         think = len(self.think.open) + self.think.budget + len(self.think.close) if self.think else 0
@@ -166,7 +173,7 @@ class RankingLogitsProcessor(LogitsProcessor):
             allowed = auto.allowed()
             if allowed is None:
                 mask[row] = 0.0
-                mask[row, auto.eos] = float("-inf")
+                mask[row, auto.banned()] = float("-inf")
             else:
                 mask[row, allowed] = 0.0
         return scores + mask
@@ -225,7 +232,8 @@ class DecodingTokens:
         eos = tuple(i for i in {tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id} if i is not None)
         think = ThinkSpec(open=tuple(encode_plain(tokenizer, THINK_OPEN + "\n")),
                           close=tuple(encode_plain(tokenizer, "\n" + THINK_CLOSE + "\n")),
-                          close_token=tokenizer.get_vocab().get(THINK_CLOSE, -1), budget=think_tokens)
+                          close_token=tokenizer.get_vocab().get(THINK_CLOSE, -1), budget=think_tokens,
+                          open_token=tokenizer.get_vocab().get(THINK_OPEN, -1))
         return cls(separator=tuple(encode_plain(tokenizer, SEPARATOR)), eos=eos, think=think)
 
     def automaton(self, tokenizer: Any, labels: Sequence[str], reasoning: bool) -> RankingAutomaton:

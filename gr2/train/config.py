@@ -1,4 +1,4 @@
-"""Configuration of the model factory and the staged training (mid-training, traces, reasoning SFT).
+"""Configuration of the model factory and the staged training (mid-training, traces, reasoning SFT, RL).
 
 Every field has a default so that ``train: {}`` in a profile is valid; the profiles override sizes.
 
@@ -6,6 +6,8 @@ NOTE: changed defaults with respect to TRL's ``SFTConfig`` (applied in :func:`gr
 ``bf16=False`` and ``activation_checkpointing=False`` (formerly ``gradient_checkpointing``; CPU training of
 tiny models), ``report_to=[]``,
 ``dataloader_num_workers=0``, ``learning_rate`` of ``1e-3`` for models trained from scratch.
+With respect to TRL's ``GRPOConfig`` (applied in :func:`gr2.train.grpo.grpo_args`): ``loss_type="dapo"``,
+clip-higher ``epsilon=0.2``/``epsilon_high=0.28``, ``beta=0`` and ``num_generations=8``.
 """
 
 from __future__ import annotations
@@ -152,6 +154,56 @@ class ReasoningConfig(_Section):
         return self
 
 
+class RLOptimConfig(OptimConfig):
+    """Optimisation of an RL stage: ``batch_size`` counts prompts, each rolled out ``num_generations`` times."""
+
+    max_steps: int = Field(100, ge=1, description="Optimizer steps (one generation batch each, on-policy).")
+    batch_size: int = Field(4, ge=1, description="Prompts per optimizer step (x num_generations rollouts).")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate; RL moves a trained policy gently.")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Share of steps with linear warm-up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_length: int = Field(1024, ge=32, description="Longest prompt (tokens); samples with longer ones are left out.")
+    save_steps: int = Field(50, ge=1, description="Steps between resumable checkpoints.")
+
+
+class RLConfig(_Section):
+    """GRPO on the re-ranking samples (DAPO loss, clip-higher), every rollout decoded under the ranking constraint."""
+
+    # Parameters that control the policy and its format
+    init: str = Field("auto", description="Starting model: auto (the candidate stage with the higher validation "
+                      "likelihood R@1), midtrain, reasoning, rl, or a checkpoint path.")
+    style: Literal["reasoning", "answer"] = Field("reasoning", description="Prompt and rollout format: "
+                                                  "<think> block then ranking, or the ranking only.")
+    reward: Literal["conditional", "naive"] = Field("conditional", description="conditional = GR2's reward; "
+                                                    "naive = the hackable sum (ablation; writes train/rl_naive).")
+    alpha: float = Field(0.2, ge=0, description="Format bonus of the reward.")
+    # Parameters that control the rollouts
+    num_generations: int = Field(8, ge=2, description="Rollouts per prompt (the GRPO group).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
+    max_completion_length: int = Field(
+        256, ge=16, description="Rollout budget (tokens); the answer of 10 SID labels takes ~70, reasoning gets "
+        "the rest (the answer-only format uses only what the answer needs).")
+    dynamic_sampling: bool = Field(True, description="Mask out groups whose rewards all tie (DAPO): they carry no "
+                                   "signal and would only dilute the token-level loss.")
+    # Parameters that control the GRPO loss
+    beta: float = Field(0.0, ge=0, description="KL coefficient to the starting model (0 = no reference model).")
+    epsilon: float = Field(0.2, gt=0, description="Lower clip range of the importance ratio.")
+    epsilon_high: float = Field(0.28, gt=0, description="Upper clip range (clip-higher, DAPO).")
+    optim: RLOptimConfig = Field(default_factory=RLOptimConfig)
+    # Parameters that control the validation metrics written after the stage
+    eval_samples: int = Field(200, ge=0, description="Validation samples ranked by likelihood after the stage.")
+    eval_generate: int = Field(50, ge=0, description="Validation samples decoded under the constraint after the stage.")
+
+
+class InternalizeConfig(RLConfig):
+    """A second GRPO pass in the answer-only format; its model is the serving checkpoint."""
+
+    init: str = Field("auto", description="Starting model: auto (rl or reasoning, the higher validation likelihood "
+                      "R@1), or a stage name or checkpoint path.")
+    style: Literal["answer"] = Field("answer", description="Always the answer-only format (no <think>).")
+    max_completion_length: int = Field(96, ge=16, description="Rollout budget (tokens): the ranking only.")
+
+
 class StageEvalConfig(_Section):
     """The stage-by-stage table on the re-ranking samples."""
 
@@ -170,5 +222,7 @@ class TrainConfig(_Section):
     midtrain: MidtrainConfig = Field(default_factory=MidtrainConfig)
     traces: TracesConfig = Field(default_factory=TracesConfig)
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
+    internalize: InternalizeConfig = Field(default_factory=InternalizeConfig)
     eval: StageEvalConfig = Field(default_factory=StageEvalConfig)
     threads: int = Field(2, ge=1, description="torch CPU threads (the build machines have 2 cores).")
