@@ -48,6 +48,7 @@ def test_whole_chain_under_the_protocol(synthetic_run, tmp_path, protocol) -> No
     assert traces["accepted"] > 0
     assert run_reasoning(cfg).model.joinpath("config.json").exists()
     rows = run_stage_table(cfg).rows
-    assert rows[0]["stage"] == "incoming order" and rows[0]["identity_rate"] == 1.0
-    assert {"mid-training", "reasoning SFT"} <= {r["stage"] for r in rows}
+    assert rows[0]["stage"] == "incoming" and rows[0]["identity_rate"] == 1.0
+    assert {"midtrain", "reasoning", "popularity", "sasrec"} <= {r["stage"] for r in rows}
+    assert sum(r["serving"] for r in rows) == 1
     assert all("strict R@1" in r and r["strict R@1"] <= r["R@1"] + 1e-12 for r in rows)

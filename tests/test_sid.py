@@ -194,6 +194,23 @@ def test_sid_map_tokens_lookup_and_round_trip(tmp_path: Path) -> None:
         SIDMap([1], np.array([[256, 0, 0]]), codebook_size=256)
 
 
+@pytest.mark.parametrize("mode", ["item", "sid+item"])
+def test_item_token_modes_name_items_and_survive_a_round_trip(mode: str, tmp_path: Path) -> None:
+    sid_map = SIDMap([1, 5], np.array([[12, 201], [0, 0]]), codebook_size=256).with_item_tokens(mode)
+    expected = {"item": "<i_5>", "sid+item": "<s_a_0><s_b_0><i_5>"}[mode]
+    assert sid_map.token_string(5) == expected and sid_map.item_for(expected) == 5
+    assert sid_map.item_for("<i_7>") is None  # not in the map
+    tokens = sid_map.all_tokens()
+    assert tokens[-2:] == ["<i_1>", "<i_5>"] and len(tokens) == (2 if mode == "item" else 2 * 256 + 2)
+    if mode == "sid+item":
+        assert sid_map.item_for("<s_a_12><s_b_201><i_5>") is None  # the code tuple names another item
+    loaded = SIDMap.load(sid_map.save(tmp_path / "sid_map.parquet"))
+    assert loaded.item_tokens == mode and loaded.token_string(5) == expected
+    assert pq.read_table(tmp_path / "sid_map.parquet").column("sid").to_pylist()[1] == "<s_a_0><s_b_0>"  # Feast's SID
+    with pytest.raises(ValueError, match="item_tokens"):
+        sid_map.with_item_tokens("items")
+
+
 # -- bad input ---------------------------------------------------------------------------------------
 def test_empty_catalog_is_a_clear_error() -> None:
     empty = pd.DataFrame({"item_id": pd.Series([], dtype="int64"), "title": pd.Series([], dtype=str)})

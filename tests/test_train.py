@@ -183,7 +183,7 @@ def _metrics(cfg: GR2Config, stage: str) -> dict:
 
 
 @pytest.mark.slow
-def test_midtrain_traces_reasoning_and_table(train_run: GR2Config) -> None:
+def test_midtrain_traces_reasoning_and_table(train_run: GR2Config, tmp_path_factory: pytest.TempPathFactory) -> None:
     run = ["--profile", "smoke", "--run-dir", train_run.run_dir]
     paths = RunPaths.of(train_run.run_dir)
 
@@ -230,19 +230,66 @@ def test_midtrain_traces_reasoning_and_table(train_run: GR2Config) -> None:
     lm = load_model(paths.train / "reasoning" / "model", SIDMap.load(paths.sid).all_tokens())
     assert lm.added_tokens == 0  # the SID tokens were saved with the model
 
-    code, out = _cli("eval", "stages", *run)
+    results = tmp_path_factory.mktemp("results")
+    code, out = _cli("eval", "stages", *run, "--results", str(results))
     assert code == 0, out
     table = json.loads((paths.eval / "train_stages.json").read_text())["metrics"]["rows"]
     methods = {(row["stage"], row["method"]) for row in table}
-    assert ("reasoning SFT", "decoded with reasoning") in methods
-    decoded = next(r for r in table if r["method"] == "decoded with reasoning")
+    assert ("reasoning", "decoded (reasoning)") in methods
+    decoded = next(r for r in table if r["method"] == "decoded (reasoning)")
     assert decoded["invalid_rate"] == 0.0 and decoded["strict R@1"] == decoded["R@1"]  # constrained decoding
-    assert ("mid-training", "likelihood, next-item prompt") in methods
+    assert decoded["generated_tokens"] > 0 and decoded["prompt_tokens"] > 0 and decoded["ms_per_request"] > 0
+    assert ("midtrain", "likelihood, next-item prompt") in methods
     incoming = table[0]
-    assert incoming["identity_rate"] == 1.0
+    assert incoming["stage"] == "incoming" and incoming["identity_rate"] == 1.0
     n_test = len(pd.read_parquet(paths.samples / "test.parquet"))
     assert incoming["samples"] == min(train_run.train.eval.max_samples, n_test)
     assert (paths.train / "stages.md").read_text() == (paths.eval / "train_stages.md").read_text()
+    assert (paths.eval / "train_stages.png").read_bytes().startswith(b"\x89PNG")
+    compact = json.loads((results / "stages.json").read_text())
+    assert compact["split"] == "test" and compact["n"] == incoming["samples"]
+    assert sum(r["serving"] for r in compact["rows"]) == 1
+    serving = next(r for r in compact["rows"] if r["serving"])
+    assert serving["stage"] == "reasoning" and serving["method"] == "likelihood, re-ranking prompt"
+    lo, hi = serving["R@1_lift_ci"]
+    assert lo <= serving["R@1_lift"] <= hi and serving["R@1_ci"][0] <= serving["R@1"] <= serving["R@1_ci"][1]
+    assert [r["stage"] for r in compact["rows"]].count("incoming") == 1
+
+
+@pytest.mark.slow
+def test_sequence_epochs_with_item_tokens(train_run: GR2Config, tmp_path) -> None:
+    """Sliding-window epochs decide the length of the stage; item tokens name every item with one token, and
+    the model folder keeps the map (with its mode) that serving loads."""
+    from gr2.sid.sidmap import SIDMap
+    from gr2.train.midtrain import run_midtrain
+    from gr2.train.tasks import sequence_examples
+
+    cfg = load_config("smoke", overrides=[f"run_dir={train_run.run_dir}", "train.model.item_tokens=item",
+                                          "train.midtrain.sequence_epochs=2", "train.midtrain.sequence_window=8",
+                                          "train.midtrain.sequence_stride=4", "train.midtrain.num_examples=40",
+                                          "train.midtrain.eval_users=5", "train.midtrain.eval_titles=5"])
+    art = run_midtrain(cfg, out_dir=tmp_path / "midtrain")
+    m = json.loads(art.metrics.read_text())["metrics"]
+    windows = m["examples_per_task"]["sequence"]
+    assert windows > 0 and m["examples"] == windows + 40
+    assert m["steps"] == -(-m["examples"] // cfg.train.midtrain.optim.batch_size)  # one pass, not max_steps
+    saved = SIDMap.load(art.model / "sid_map.parquet")
+    assert saved.item_tokens == "item" and saved.tokens(saved.item_ids[0]) == [f"<i_{saved.item_ids[0]}>"]
+    from gr2.models.factory import load_model
+
+    lm = load_model(art.model, saved.all_tokens())
+    assert lm.added_tokens == 0 and len(lm.tokenizer.tokenize(saved.token_string(saved.item_ids[3]))) == 1
+    inputs_map = SIDMap.load(RunPaths.of(cfg.run_dir).sid).with_item_tokens("item")
+    first = sequence_examples({1: inputs_map.item_ids[:20]}, _catalog(cfg, inputs_map), inputs_map,
+                              cfg.train.midtrain, seed=0)
+    assert len(first) == 2 * 4  # 2 epochs x windows of 8 every 4 over 20 items (the last ends at item 20)
+
+
+def _catalog(cfg: GR2Config, sid_map):
+    from gr2.train.inputs import StageInputs
+    from gr2.train.tasks import Catalog
+
+    return Catalog.build(StageInputs.of_run(cfg.run_dir).load_dataset().items, sid_map)
 
 
 def test_cli_reports_missing_inputs_in_one_line(tmp_path) -> None:

@@ -100,9 +100,11 @@ def baselines_cmd(cfg: GR2Config) -> None:
 
 
 @group.command("stages")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write the compact table there: stages.json (temporal) or stages_loo.json (leave-one-out).")
 @config_options
-def stages_cmd(cfg: GR2Config) -> None:
-    """Stage-by-stage table on test (incoming order, mid-training, reasoning SFT); same as `gr2 train table`."""
+def stages_cmd(cfg: GR2Config, results_dir: str | None) -> None:
+    """Stage-by-stage table (baselines, every trained stage, the serving path); same as `gr2 train table`."""
     from gr2.cli.train import write_stage_table
 
-    write_stage_table(cfg)
+    write_stage_table(cfg, results_dir)

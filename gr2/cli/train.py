@@ -101,12 +101,24 @@ def internalize(cfg: GR2Config) -> None:
     _show(_run(run_internalize, cfg), "model")
 
 
-def write_stage_table(cfg: GR2Config) -> None:
+def write_stage_table(cfg: GR2Config, results_dir: str | None = None) -> None:
     """Write and print the stage-by-stage table (shared by `gr2 train table` and `gr2 eval stages`)."""
-    from gr2.train.stages import run_stage_table
+    import json
+    from pathlib import Path
+
+    from gr2.train.stages import results_record, run_stage_table
 
     art = _run(run_stage_table, cfg)
     click.echo(f"table: {art.markdown}\njson: {art.json}")
+    if results_dir is not None:
+        name = "stages.json" if cfg.rerank.protocol == "temporal" else "stages_loo.json"
+        record = json.loads(art.json.read_text())
+        out = Path(results_dir) / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        compact = results_record(record["metrics"])
+        compact.update(git_commit=record.get("git_commit"), profile=cfg.profile)
+        out.write_text(json.dumps(compact, indent=2) + "\n")
+        click.echo(f"results: {out}")
     click.echo(art.markdown.read_text())
 
 

@@ -52,7 +52,9 @@ def write_serving_bundle(model_dir: str | Path, sid_map_path: str | Path, items:
         if path.is_file() and (path.name in MODEL_FILES or path.suffix in {".json", ".jinja", ".txt", ".model"}):
             shutil.copy2(path, out / path.name)
     own_map = src / "sid_map.parquet"  # the map (and item-token mode) the checkpoint was trained with
-    shutil.copy2(own_map if own_map.exists() else sid_map_path, out / "sid_map.parquet")
+    chosen = own_map if own_map.exists() else Path(sid_map_path)
+    if chosen.resolve() != (out / "sid_map.parquet").resolve():
+        shutil.copy2(chosen, out / "sid_map.parquet")
     keep = [c for c in ("item_id", "title", "categories", "year") if c in items]
     items[keep].to_parquet(out / "items.parquet", index=False)
     (out / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")

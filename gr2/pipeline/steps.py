@@ -344,7 +344,7 @@ def evaluate(
     table = run_stage_table(
         cfg,
         inputs,
-        models={"mid-training": Path(midtrain_dir) / "model", "reasoning SFT": Path(reasoning_dir) / "model"},
+        models={"midtrain": Path(midtrain_dir) / "model", "reasoning": Path(reasoning_dir) / "model"},
         out_dir=eval_out,
     )
     lift = serving_lift(cfg, inputs, Path(reasoning_dir) / "model")

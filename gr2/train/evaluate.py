@@ -193,6 +193,6 @@ def generated_rankings(
         parsed = parse_ranking(answer, cands, labels)
         rankings.append(list(parsed.ranking))
         flags.append({"valid": bool(parsed.valid), "complete": bool(parsed.complete),
-                      "identity": bool(parsed.identity),
+                      "identity": bool(parsed.identity), "generated_tokens": len(tokens),
                       "text": lm.tokenizer.decode(tokens, skip_special_tokens=True)})
     return rankings, flags

@@ -173,7 +173,7 @@ def run_rl(cfg: GR2Config, inputs: StageInputs | None = None, init_model: str | 
     candidates = ("reasoning", "midtrain") if stage == "rl" else ("rl", "reasoning")
     init, why = (Path(init_model), "init_model argument") if init_model is not None else \
         pick_init(cfg, rc.init, candidates)
-    sid_map = inputs.load_sid_map()
+    sid_map = inputs.load_sid_map(cfg.train.model.item_tokens)
     items = inputs.load_dataset().items
     lm = load_model(init, sid_map.all_tokens(), seed=cfg.seed)
     dataset, dropped = rl_dataset(inputs.load_samples("train"), items, sid_map, rc.style, lm.tokenizer,
@@ -186,6 +186,8 @@ def run_rl(cfg: GR2Config, inputs: StageInputs | None = None, init_model: str | 
     checkpoint = resume_checkpoint(out / "checkpoints", rc.optim.resume, stage_fingerprint(cfg, stage))
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out / "model"))
+    if trainer.is_world_process_zero():
+        sid_map.save(out / "model" / "sid_map.parquet")
 
     rollouts = trainer.rollout_history
     metrics = {

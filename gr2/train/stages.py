@@ -1,10 +1,21 @@
-"""``gr2 train table``: the stage-by-stage table on the re-ranking samples (``gr2 eval`` style).
+"""``gr2 eval stages``: the stage-by-stage table on the re-ranking samples (``gr2 eval`` style).
 
-Rows: the incoming (legacy) order; the mid-trained model scoring candidates by likelihood, in its own
-next-item prompt and inside the re-ranking prompt; the reasoning-SFT model scoring by likelihood (both
-prompts) and decoding an answer with reasoning (on the first ``max_generate`` samples, next to the
-incoming order on the same subset). Written as JSON + Markdown to ``RunPaths.eval`` and copied to
-``RunPaths.train``.
+Rows, in the order the method runs:
+
+* ``incoming`` (the legacy order), ``popularity`` and ``sasrec`` (the baselines' predictions of
+  ``gr2 eval baselines`` for the same samples, when they exist);
+* per trained stage (``midtrain``, ``reasoning``, ``rl_naive``, ``rl``, ``internalize``): candidates scored by
+  likelihood in one forward pass (the re-ranking prompt; mid-training also in its next-item prompt), and a
+  constrained decode in the stage's own format on the first ``max_generate`` samples (next to the incoming
+  order on that subset);
+* exactly one row is the serving path (``serving: true``): the internalized model scored the way
+  ``serve.mode: score`` serves it, else the latest stage's re-ranking-prompt likelihood.
+
+Columns: R@1/3/5, N@3/5, MRR with 95% bootstrap intervals (users resampled), the paired R@1 ratio to the
+incoming order with its interval, identity and (strict) invalid rates, prompt and generated tokens per
+request and milliseconds per request (prompts batched 16 at a time on ``train.threads`` threads). Written to
+``RunPaths.eval / train_stages.{json,md,png}`` (copied to ``RunPaths.train / stages.md``);
+:func:`results_record` is the compact ``benchmarks/results/stages.json`` form.
 """
 
 from __future__ import annotations
@@ -24,7 +35,14 @@ from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
 from gr2.train.inputs import StageInputs
 
-COLUMNS = ("strict R@1", "R@3", "N@3", "strict N@3", "MRR", "identity_rate", "invalid_rate")
+CI_METRICS = ("R@1", "R@3", "R@5", "N@3", "N@5", "MRR")
+COLUMNS = ("strict R@1", "N@3", "MRR", "identity_rate", "invalid_rate", "prompt_tokens", "generated_tokens",
+           "ms_per_request")
+STAGE_DIRS = {"midtrain": "midtrain", "reasoning": "reasoning", "rl_naive": "rl_naive", "rl": "rl",
+              "internalize": "internalize"}
+BASELINES = ("popularity", "sasrec")
+DECODE_STYLE = {"reasoning": "reasoning", "rl_naive": "rl", "rl": "rl", "internalize": "answer"}
+LIKELIHOOD = "likelihood, re-ranking prompt"
 
 
 @dataclass(frozen=True)
@@ -36,31 +54,104 @@ class StageTableArtifacts:
     rows: list[dict[str, Any]]
 
 
-def stage_row(name: str, model: str, method: str, samples: pd.DataFrame, rankings: list[list[int]],
-         valid: list[bool] | None = None, base: pd.DataFrame | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics of one method, its R@1 bootstrap CI (users resampled) and its paired R@1 lift over ``base``."""
-    from gr2.rerank.metrics import bootstrap_ci, evaluate_rankings, paired_lift, per_sample_metrics
+@dataclass
+class Scored:
+    """One method's output on a set of samples."""
 
-    frame = per_sample_metrics(samples, rankings, valid)
+    rankings: list[list[int]]
+    valid: list[bool] | None = None
+    prompt_tokens: float | None = None
+    generated_tokens: float = 0.0
+    seconds: float = 0.0
+
+
+def stage_row(name: str, model: str, method: str, samples: pd.DataFrame, scored: Scored | list[list[int]],
+              base: pd.DataFrame | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics of one method with bootstrap CIs (users resampled) and its paired R@1 lift over ``base``."""
+    from gr2.rerank.metrics import Bootstrap, evaluate_rankings, paired_lift, per_sample_metrics
+
+    scored = scored if isinstance(scored, Scored) else Scored(scored)
+    frame = per_sample_metrics(samples, scored.rankings, scored.valid)
     groups = samples["user_id"].to_numpy() if "user_id" in samples else None
-    row = {"stage": name, "model": model, "method": method, "samples": len(samples),
-           **evaluate_rankings(samples, rankings, valid),
-           "R@1_ci95": list(bootstrap_ci(frame["R@1"].to_numpy(), seed=0, groups=groups))}
+    boot = Bootstrap(len(frame), groups, seed=0)
+    row: dict[str, Any] = {"stage": name, "model": model, "method": method, "samples": len(samples),
+                           **evaluate_rankings(samples, scored.rankings, scored.valid)}
+    for metric in CI_METRICS:
+        row[f"{metric}_ci95"] = list(boot.interval(boot.means(frame[metric].to_numpy())))
+    row["prompt_tokens"] = scored.prompt_tokens
+    row["generated_tokens"] = scored.generated_tokens
+    row["ms_per_request"] = 1000 * scored.seconds / max(len(samples), 1)
     if base is not None:
-        row["R@1_lift_vs_incoming"] = paired_lift(frame["R@1"].to_numpy(), base["R@1"].to_numpy(), seed=0,
-                                                  groups=groups)
+        row["R@1_lift_vs_incoming"] = paired_lift(frame["R@1"].to_numpy(), base["R@1"].to_numpy(), boot=boot)
     return row, frame
 
 
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def baseline_rankings(pred_dir: Path, name: str, split: str, samples: pd.DataFrame) -> list[list[int]] | None:
+    """A baseline's rankings of ``samples`` from ``gr2 eval baselines`` (None when any sample is missing)."""
+    path = pred_dir / f"{name}_{split}_legacy.parquet"
+    if not path.exists():
+        return None
+    preds = pd.read_parquet(path).set_index("sample_id")["ranking"]
+    if not samples["sample_id"].isin(preds.index).all():
+        return None
+    return [[int(i) for i in preds[s]] for s in samples["sample_id"]]
+
+
+def _prompt_tokens(lm: Any, sid_map: Any, samples: pd.DataFrame, items: pd.DataFrame, style: str | None,
+                   history: int) -> float:
+    """Mean prompt length (tokens): the next-item prompt (``style`` None) or the re-ranking prompt."""
+    from gr2.models.scoring import render_prompt
+    from gr2.rerank.format import build_messages
+    from gr2.train.tasks import next_item_prompt
+
+    rows = samples.to_dict("records")
+    if style is None:
+        lengths = [len(render_prompt(lm.tokenizer, next_item_prompt(sid_map, list(r["history"])[-history:])))
+                   for r in rows]
+    else:
+        lengths = [len(render_prompt(lm.tokenizer, build_messages(r, items, sid_map, style=style))) for r in rows]
+    return float(np.mean(lengths)) if lengths else 0.0
+
+
+def _likelihood_methods(stage: str, lm: Any, sid_map: Any, samples: pd.DataFrame, items: pd.DataFrame,
+                        history: int) -> list[tuple[str, Callable[[], Scored]]]:
+    from gr2.train.evaluate import next_item_rankings, rerank_likelihood_rankings
+
+    def rerank() -> Scored:
+        rankings, seconds = _timed(lambda: rerank_likelihood_rankings(lm, sid_map, samples, items))
+        return Scored(rankings, None, _prompt_tokens(lm, sid_map, samples, items, "answer", history), 0.0, seconds)
+
+    def next_item() -> Scored:
+        rankings, seconds = _timed(lambda: next_item_rankings(lm, sid_map, samples, history))
+        return Scored(rankings, None, _prompt_tokens(lm, sid_map, samples, items, None, history), 0.0, seconds)
+
+    methods = [("likelihood, next-item prompt", next_item)] if stage == "midtrain" else []
+    return [*methods, (LIKELIHOOD, rerank)]
+
+
+def _decoded(lm: Any, sid_map: Any, gen: pd.DataFrame, items: pd.DataFrame, style: str, ec: Any) -> Scored:
+    from gr2.train.evaluate import generated_rankings
+
+    (rankings, flags), seconds = _timed(lambda: generated_rankings(lm, sid_map, gen, items, style,
+                                                                   ec.max_new_tokens, ec.batch_size))
+    return Scored(rankings, [f["valid"] for f in flags], _prompt_tokens(lm, sid_map, gen, items, style, 0),
+                  float(np.mean([f["generated_tokens"] for f in flags])) if flags else 0.0, seconds)
+
+
 def run_stage_table(cfg: GR2Config, inputs: StageInputs | None = None, models: Mapping[str, Path] | None = None,
-                    out_dir: str | Path | None = None) -> StageTableArtifacts:
+                    out_dir: str | Path | None = None, predictions: Path | None = None) -> StageTableArtifacts:
     """Score every available stage on ``train.eval.split`` and write the table.
 
-    ``models`` maps stage name (``mid-training``, ``reasoning SFT``) to a checkpoint folder; it, ``inputs`` and
-    ``out_dir`` default to the run directory (``train/<stage>/model``, ``eval/``).
+    ``models`` maps stage name (keys of :data:`STAGE_DIRS`) to a checkpoint folder; it, ``inputs``, ``out_dir``
+    and the baselines' ``predictions`` folder default to the run directory (``train/<stage>/model``, ``eval/``).
     """
     from gr2.models.factory import load_model
-    from gr2.train.evaluate import generated_rankings, next_item_rankings, rerank_likelihood_rankings
     from gr2.train.inputs import TrainInputError, subsample
 
     started = time.time()
@@ -72,45 +163,71 @@ def run_stage_table(cfg: GR2Config, inputs: StageInputs | None = None, models: M
     samples = subsample(inputs.load_samples(ec.split), ec.max_samples, cfg.seed)
     gen = subsample(samples, ec.max_generate, cfg.seed)
     incoming = [[int(c) for c in cands] for cands in samples["candidates"]]
-    first, base = stage_row("incoming order", "legacy pre-ranker", "as given", samples, incoming)
+    first, base = stage_row("incoming", "legacy pre-ranker", "as given", samples, incoming)
     rows = [first]
-    models = models or {"mid-training": paths.train / "midtrain" / "model",
-                        "reasoning SFT": paths.train / "reasoning" / "model"}
-    stages = [(name, Path(d)) for name, d in models.items()]
-    if not any((d / "config.json").exists() for _, d in stages):
-        raise TrainInputError(f"{[str(d) for _, d in stages]}: no trained stage; run `gr2 train midtrain` first")
+    pred_dir = predictions if predictions is not None else paths.eval / "predictions"
+    for name in BASELINES:
+        rankings = baseline_rankings(pred_dir, name, ec.split, samples)
+        if rankings is not None:
+            rows.append(stage_row(name, "gr2 eval baselines", "baseline", samples, rankings, base=base)[0])
+    models = models or {stage: paths.train / d / "model" for stage, d in STAGE_DIRS.items()}
+    stages = [(name, Path(d)) for name, d in models.items() if (Path(d) / "config.json").exists()]
+    if not stages:
+        raise TrainInputError(f"{[str(d) for d in models.values()]}: no trained stage; run `gr2 train midtrain` "
+                              "first")
     sid_map = inputs.load_sid_map(cfg.train.model.item_tokens)
     items = inputs.load_dataset().items
     history = cfg.train.midtrain.history_length
+    gen_incoming = [[int(c) for c in cands] for cands in gen["candidates"]]
+    gen_row, gen_base = stage_row("incoming (decoding subset)", "legacy pre-ranker", "as given", gen, gen_incoming)
+    decoded_rows = []
     for stage, model_dir in stages:
-        if not (model_dir / "config.json").exists():
-            continue
         lm = load_model(model_dir, sid_map.all_tokens())
-        scorers: list[tuple[str, Callable[[], list[list[int]]]]] = [
-            ("likelihood, next-item prompt", lambda lm=lm: next_item_rankings(lm, sid_map, samples, history)),
-            ("likelihood, re-ranking prompt", lambda lm=lm: rerank_likelihood_rankings(lm, sid_map, samples, items)),
-        ]
-        for method, score in scorers:
+        for method, score in _likelihood_methods(stage, lm, sid_map, samples, items, history):
             rows.append(stage_row(stage, str(model_dir), method, samples, score(), base=base)[0])
-        if stage == "reasoning SFT" and len(gen):
-            rankings, flags = generated_rankings(lm, sid_map, gen, items, "reasoning", ec.max_new_tokens,
-                                                 ec.batch_size)
-            gen_incoming = [[int(c) for c in cands] for cands in gen["candidates"]]
-            gen_row, gen_base = stage_row("incoming order", "legacy pre-ranker", "as given (decoding subset)", gen,
-                                     gen_incoming)
-            rows.append(gen_row)
-            rows.append(stage_row(stage, str(model_dir), "decoded with reasoning", gen, rankings,
-                             valid=[f["valid"] for f in flags], base=gen_base)[0])
-    record = {"split": ec.split, "rows": rows, "wall_time_s": round(time.time() - started, 1)}
+        if stage in DECODE_STYLE and len(gen):
+            style = cfg.train.rl.style if DECODE_STYLE[stage] == "rl" else DECODE_STYLE[stage]
+            decoded = _decoded(lm, sid_map, gen, items, style, ec)
+            decoded_rows.append(stage_row(stage, str(model_dir), f"decoded ({style})", gen, decoded,
+                                          base=gen_base)[0])
+    if decoded_rows:
+        rows += [gen_row, *decoded_rows]
+    _mark_serving(rows, [s for s, _ in stages])
+    record = {"split": ec.split, "protocol": cfg.rerank.protocol, "n": len(samples), "rows": rows,
+              "wall_time_s": round(time.time() - started, 1)}
     json_path = out / "train_stages.json"
     write_metrics(json_path, record, cfg, [inputs.samples / f"{ec.split}.parquet", inputs.sid_map])
     md = stage_table_markdown(rows, ec.split)
     md_path = out / "train_stages.md"
     md_path.write_text(md)
+    stage_chart(rows, out / "train_stages.png")
     if out_dir is None:
         paths.train.mkdir(parents=True, exist_ok=True)
         (paths.train / "stages.md").write_text(md)
     return StageTableArtifacts(json=json_path, markdown=md_path, rows=rows)
+
+
+def _mark_serving(rows: list[dict[str, Any]], stages: list[str]) -> None:
+    """``serving: true`` on the one row the serving path reproduces (score mode of the last stage trained)."""
+    shipped = "internalize" if "internalize" in stages else stages[-1]
+    for row in rows:
+        row["serving"] = row["stage"] == shipped and row["method"] == LIKELIHOOD
+
+
+def results_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The compact form of ``benchmarks/results/stages.json``: split, n and one entry per row."""
+    out_rows = []
+    for r in record["rows"]:
+        lift = r.get("R@1_lift_vs_incoming")
+        out_rows.append({
+            "stage": r["stage"], "method": r["method"], "n": r["samples"],
+            **{m: r[m] for m in CI_METRICS}, **{f"{m}_ci": r[f"{m}_ci95"] for m in CI_METRICS},
+            "R@1_lift": 1 + lift["rel"] if lift else (1.0 if r["stage"] == "incoming" else None),
+            "R@1_lift_ci": [1 + lift["rel_lo"], 1 + lift["rel_hi"]] if lift else None,
+            "identity_rate": r["identity_rate"], "invalid_rate": r["invalid_rate"],
+            "prompt_tokens": r.get("prompt_tokens"), "generated_tokens": r.get("generated_tokens"),
+            "ms_per_request": r.get("ms_per_request"), "serving": bool(r.get("serving"))})
+    return {"split": record["split"], "protocol": record.get("protocol"), "n": record["n"], "rows": out_rows}
 
 
 def _cell(value: Any) -> str:
@@ -128,19 +245,29 @@ def stage_table_markdown(rows: list[dict[str, Any]], split: str) -> str:
     ... # doctest: +ELLIPSIS
     # Stage-by-stage re-ranking quality (test)
     ...
-    | s | m | 2 | 0.500 | - | n/a | n/a | n/a | n/a | n/a | n/a | n/a |
+    | s | m | 2 | 0.500 | n/a | n/a | - | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a |
     <BLANKLINE>
     """
     lines = [f"# Stage-by-stage re-ranking quality ({split})", "",
-             "R@1 with a 95% bootstrap interval (users resampled); lift = paired R@1 difference to the incoming "
-             "order on the same samples.", "",
-             "| stage | method | samples | R@1 [95% CI] | R@1 lift [95% CI] | " + " | ".join(COLUMNS) + " |",
-             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |"]
+             "95% bootstrap intervals (users resampled); lift = R@1 ratio to the incoming order on the same "
+             "samples (paired). **Bold**: the serving path.", "",
+             "| stage | method | samples | R@1 [95% CI] | R@3 | R@5 | R@1 lift [95% CI] | " + " | ".join(COLUMNS) + " |",
+             "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in COLUMNS) + " |"]
     for r in rows:
         ci = r.get("R@1_ci95")
         r1 = _cell(r.get("R@1")) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
         lift = r.get("R@1_lift_vs_incoming")
-        lift_text = f"{lift['abs']:+.3f} [{lift['abs_lo']:+.3f}, {lift['abs_hi']:+.3f}]" if lift else "-"
-        lines.append(f"| {r['stage']} | {r['method']} | {r['samples']} | {r1} | {lift_text} | "
-                     + " | ".join(_cell(r.get(c)) for c in COLUMNS) + " |")
+        lift_text = (f"{1 + lift['rel']:.3f}x [{1 + lift['rel_lo']:.3f}, {1 + lift['rel_hi']:.3f}]"
+                     if lift and np.isfinite(lift["rel"]) else "-")
+        stage = f"**{r['stage']}**" if r.get("serving") else r["stage"]
+        lines.append(f"| {stage} | {r['method']} | {r['samples']} | {r1} | {_cell(r.get('R@3'))} | "
+                     f"{_cell(r.get('R@5'))} | {lift_text} | " + " | ".join(_cell(r.get(c)) for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def stage_chart(rows: list[dict[str, Any]], path: Path) -> Path:
+    """R@1 per row with its 95% interval, as a PNG."""
+    from gr2.pipeline.report import r1_chart_png
+
+    path.write_bytes(r1_chart_png(rows))
+    return path
