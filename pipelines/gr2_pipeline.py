@@ -3,8 +3,10 @@
 Every step is a component from ``components/``; its settings are the part of the gr2 config it reads
 (a constant input, so it is also the cache key) and its pod resources come from ``pipeline.resources``.
 Two gates: the run stops after validation when the data fails, and the serving model is promoted only
-when it beats the incoming order on validation by ``min_lift``. Not yet here (no gr2 stage for them):
-RL (DAPO), internalization, on-policy distillation, the compressor.
+when it beats the incoming order on validation by ``min_lift``. Training runs mid-training -> traces ->
+reasoning SFT -> RL (GRPO with the DAPO loss; the naive-reward ablation beside it) -> internalization, whose
+model is the one exported and gated. Not yet here (no gr2 stage for them): on-policy distillation, the
+compressor.
 """
 
 from collections.abc import Callable
@@ -19,11 +21,13 @@ from components.export_bundle import export_bundle
 from components.feature_store import feature_store
 from components.hold_model import hold_model
 from components.ingest_data import ingest_data
+from components.internalize import internalize
 from components.midtrain import midtrain
 from components.promote_model import promote_model
 from components.promotion_gate import promotion_gate
 from components.reasoning_sft import reasoning_sft
 from components.reject_data import reject_data
+from components.rl import rl
 from components.run_report import run_report
 from components.sid_tokenizer import sid_tokenizer
 from components.split_data import split_data
@@ -36,10 +40,11 @@ from gr2.pipeline.steps import step_config
 UNCACHED = frozenset({"promote"})  # side effects outside the artefact store
 
 
-def _configure(task: dsl.PipelineTask, cfg: GR2Config, step: str) -> dsl.PipelineTask:
-    """Kubernetes concerns of a step, applied after it: resources, accelerators, caching, display name."""
+def _configure(task: dsl.PipelineTask, cfg: GR2Config, step: str, name: str = "") -> dsl.PipelineTask:
+    """Kubernetes concerns of a step, applied after it: resources, accelerators, caching, display name
+    (``name``, default the step's)."""
     res = cfg.pipeline.step_resources(step)
-    task.set_display_name(step)
+    task.set_display_name(name or step)
     task.set_cpu_request(res.cpu_request).set_memory_request(res.memory_request)
     if res.cpu_limit:
         task.set_cpu_limit(res.cpu_limit)
@@ -123,8 +128,41 @@ def build_pipeline(cfg: GR2Config) -> Callable[..., Any]:
                 cfg,
                 "reasoning",
             )
-            # Steps RL (DAPO), internalization, OPD, compressor: not in gr2 yet
-            # Step 10: evaluate: stage table on test, serving model vs incoming order on validation
+            # Step 10: RL from the reasoning-SFT model (GRPO, DAPO loss): GR2's conditional reward, and the
+            # naive reward beside it (the stage table's ablation row)
+            rl_runs = {
+                reward: _configure(
+                    rl(
+                        config=conf("rl"),
+                        reward=reward,
+                        dataset=data,
+                        split=splits,
+                        sid=sids,
+                        samples=samples,
+                        reasoning=rsn.outputs["model"],
+                    ),
+                    cfg,
+                    "rl",
+                    name="rl" if reward == "conditional" else "rl-naive",
+                )
+                for reward in ("conditional", "naive")
+            }
+            rlc, rln = rl_runs["conditional"], rl_runs["naive"]
+            # Step 11: internalization (answer-only GRPO) from the RL model: the serving checkpoint
+            intl = _configure(
+                internalize(
+                    config=conf("internalize"),
+                    dataset=data,
+                    split=splits,
+                    sid=sids,
+                    samples=samples,
+                    rl=rlc.outputs["model"],
+                ),
+                cfg,
+                "internalize",
+            )
+            # Steps OPD, compressor: not in gr2 yet
+            # Step 12: evaluate: stage table on test, serving model vs incoming order on validation
             ev = _configure(
                 evaluate(
                     config=conf("evaluate"),
@@ -134,21 +172,26 @@ def build_pipeline(cfg: GR2Config) -> Callable[..., Any]:
                     samples=samples,
                     midtrain=mid.outputs["model"],
                     reasoning=rsn.outputs["model"],
+                    rl_naive=rln.outputs["model"],
+                    rl=rlc.outputs["model"],
+                    internalize=intl.outputs["model"],
                 ),
                 cfg,
                 "evaluate",
             )
-            # Step 11: the promotion gate (a run parameter: changing min_lift reruns only the gate and after)
+            # Step 13: the promotion gate (a run parameter: changing min_lift reruns only the gate and after)
             gate = _configure(
                 promotion_gate(evaluation=ev.outputs["evaluation"], min_lift=min_lift), cfg, "gate"
             )
-            # Step 12: export the serving bundle
+            # Step 14: export the serving bundle (the internalized model)
             bundle = _configure(
-                export_bundle(config=conf("export"), dataset=data, sid=sids, reasoning=rsn.outputs["model"]),
+                export_bundle(
+                    config=conf("export"), dataset=data, sid=sids, internalize=intl.outputs["model"]
+                ),
                 cfg,
                 "export",
             )
-            # Step 13: register/promote only when the serving model beats the incoming order by min_lift
+            # Step 15: register/promote only when the serving model beats the incoming order by min_lift
             with dsl.If(gate.outputs["Output"] == "promote", name="beats-incoming"):
                 _configure(
                     promote_model(
@@ -159,7 +202,7 @@ def build_pipeline(cfg: GR2Config) -> Callable[..., Any]:
                 )
             with dsl.Else(name="below-min-lift"):
                 _configure(hold_model(gate=gate.outputs["gate"]), cfg, "promote")
-            # Step 14: the run report (stage table, chart, decision, every step's summary)
+            # Step 16: the run report (stage table, chart, decision, every step's summary)
             _configure(
                 run_report(
                     validation=validate.outputs["report"],
@@ -168,6 +211,9 @@ def build_pipeline(cfg: GR2Config) -> Callable[..., Any]:
                     midtrain=mid.outputs["summary"],
                     traces=trc.outputs["summary"],
                     reasoning=rsn.outputs["summary"],
+                    rl=rlc.outputs["summary"],
+                    rl_naive=rln.outputs["summary"],
+                    internalize=intl.outputs["summary"],
                     evaluation=ev.outputs["evaluation"],
                     gate=gate.outputs["gate"],
                 ),

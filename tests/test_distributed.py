@@ -118,6 +118,9 @@ def test_trainjob_is_rendered_from_config() -> None:
     assert mounts["containers"][0]["volumeMounts"][0]["mountPath"] == "/mnt/gr2"
     cpu_only = render_trainjob(_cfg(), "reasoning", "gr2-reasoning-x", "/r", "/c")["spec"]["trainer"]
     assert "nvidia.com/gpu" not in cpu_only["resourcesPerNode"]["requests"]
+    for stage in ("rl", "internalize"):  # the GRPO stages run the same way
+        command = render_trainjob(cfg, stage, f"gr2-{stage}-x", "/r", "/c")["spec"]["trainer"]["command"]
+        assert command[4:6] == ["train", stage]
     with pytest.raises(ValueError, match="no TrainJob for stage"):
         render_trainjob(cfg, "traces", "x", "/r", "/c")
 

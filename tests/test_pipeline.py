@@ -35,6 +35,9 @@ STAGE_COMPONENTS = {
     "midtrain",
     "traces",
     "reasoning-sft",
+    "rl",
+    "rl-2",  # the same component with the naive reward (display name rl-naive)
+    "internalize",
     "evaluate",
     "promotion-gate",
     "export-bundle",
@@ -61,6 +64,8 @@ SMALL = [
     "train.traces.max_samples=30",
     "train.reasoning.eval_samples=8",
     "train.reasoning.eval_generate=1",
+    "train.rl.eval_generate=1",
+    "train.internalize.eval_generate=1",
     "train.eval.max_samples=16",
     "train.eval.max_generate=2",
     "pipeline.gate_samples=24",
@@ -146,8 +151,51 @@ def test_step_config_holds_only_what_the_step_reads() -> None:
     assert (
         "min_lift" not in json.loads(step_config(handoff, "evaluate"))["pipeline"]
     )  # a run parameter instead
+    rl = json.loads(step_config(cfg, "rl"))
+    assert "internalize" not in rl["train"] and {"reasoning", "rl"} <= set(rl["train"])
+    assert "rl" not in json.loads(step_config(cfg, "reasoning"))["train"]
+    assert json.loads(step_config(handoff, "internalize"))["pipeline"] == {
+        "trainjob": handoff.pipeline.trainjob.model_dump()
+    }
     with pytest.raises(ValueError, match="unknown pipeline step"):
-        step_config(cfg, "rl")
+        step_config(cfg, "opd")
+
+
+@pytest.mark.parametrize(
+    ("step", "reward", "staged", "output"),
+    [
+        ("rl", "conditional", "reasoning", "rl"),
+        ("rl", "naive", "reasoning", "rl_naive"),
+        ("internalize", None, "rl", "internalize"),
+    ],
+)
+def test_rl_steps_hand_off_from_the_previous_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, reward: str | None, staged: str, output: str
+) -> None:
+    """With the TrainJob handoff on, RL starts from the staged reasoning model (internalization from the
+    conditional RL model) and the naive reward writes ``train/rl_naive``."""
+    from gr2.pipeline import steps
+
+    seen: dict = {}
+
+    def handoff(cfg: GR2Config, stage: str, run: Path, output: str = "") -> None:
+        seen.update(cfg=cfg, stage=stage, run=run, output=output)
+        out = run / "train" / (output or stage)
+        (out / "summary.md").write_text("# done\n")
+        (out / "metrics.json").write_text(json.dumps({"metrics": {"steps": 2}}))
+
+    monkeypatch.setattr(steps, "_handoff", handoff)
+    for name in ("dataset", "split", "sid", "samples", "prev"):
+        (tmp_path / name).mkdir()
+    cfg = load_config("smoke", overrides=["pipeline.trainjob.enabled=true"])
+    args = [step_config(cfg, step), *(str(tmp_path / n) for n in ("dataset", "split", "sid", "samples", "prev"))]
+    args += [str(tmp_path / "out" / "model"), str(tmp_path / "out" / "summary.md")]
+    metrics = steps.rl(*args, reward=reward) if step == "rl" else steps.internalize(*args)
+    assert metrics == {"steps": 2.0} and (tmp_path / "out" / "summary.md").read_text() == "# done\n"
+    assert seen["stage"] == step and (seen["output"] or step) == output
+    assert (seen["run"] / "train" / staged).resolve() == (tmp_path / "prev").resolve()
+    section = getattr(seen["cfg"].train, step)
+    assert section.init == staged and (reward is None or section.reward == reward)
 
 
 # ---- local runs (kfp.local SubprocessRunner) ----------------------------------------------------------
@@ -216,14 +264,30 @@ def test_rerun_after_fixing_continues_from_the_cache(local_runs: dict) -> None:
         *EARLY,
         "traces",
         "reasoning-sft",
+        "rl",
+        "rl-2",
+        "internalize",
         "evaluate",
         "promotion-gate",
         "export-bundle",
         "run-report",
     ):
         assert (run_dir / task).is_dir(), task
-    assert (run_dir / "export-bundle" / "bundle" / "gr2_serving.json").exists()
     assert (run_dir / "reasoning-sft" / "model" / "model" / "config.json").exists()
+    trained = {
+        t: json.loads((run_dir / t / "model" / "metrics.json").read_text())["metrics"]
+        for t in ("rl", "rl-2", "internalize")
+    }
+    assert [trained[t]["reward"] for t in ("rl", "rl-2")] == ["conditional", "naive"]
+    # <task>/<output>/model in the artefact store: both RL runs start from reasoning SFT, internalization from RL
+    assert [Path(trained[t]["init_model"]).parts[-3] for t in trained] == ["reasoning-sft"] * 2 + ["rl"]
+    assert trained["internalize"]["style"] == "answer"
+    manifest = json.loads((run_dir / "export-bundle" / "bundle" / "gr2_serving.json").read_text())
+    assert manifest["extra"]["stage"] == "internalize"  # the serving bundle is the internalized model
+    stages = json.loads((run_dir / "evaluate" / "evaluation" / "train_stages.json").read_text())
+    rows = stages.get("metrics", stages)["rows"]
+    assert {"midtrain", "reasoning", "rl_naive", "rl", "internalize"} <= {r["stage"] for r in rows}
+    assert [r["stage"] for r in rows if r.get("serving")] == ["internalize"]
     decision = "promote-model" if "promote-model" in tasks else "hold-model"
     assert (run_dir / decision / "decision").read_text().startswith(("# Promoted", "# Not promoted"))
     report = (run_dir / "report.md").read_text()

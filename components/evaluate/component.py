@@ -15,12 +15,15 @@ def evaluate(
     samples: Input[Dataset],
     midtrain: Input[Model],
     reasoning: Input[Model],
+    rl_naive: Input[Model],
+    rl: Input[Model],
+    internalize: Input[Model],
     evaluation: Output[Artifact],
     table: Output[Markdown],
     metrics: Output[Metrics],
 ):
-    """Step 10: the stage-by-stage table, and the serving model's lift over the incoming order on
-    validation."""
+    """Step 12: the stage-by-stage table (every trained stage), and the serving (internalized) model's lift
+    over the incoming order on validation."""
     from gr2.pipeline.steps import evaluate as run_evaluate
     from gr2.pipeline.steps import log_metrics
 
@@ -34,6 +37,9 @@ def evaluate(
             samples.path,
             midtrain.path,
             reasoning.path,
+            rl_naive.path,
+            rl.path,
+            internalize.path,
             evaluation.path,
             table.path,
         ),

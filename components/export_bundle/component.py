@@ -8,9 +8,9 @@ from gr2.contract import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def export_bundle(
-    config: str, dataset: Input[Dataset], sid: Input[Model], reasoning: Input[Model], bundle: Output[Model]
+    config: str, dataset: Input[Dataset], sid: Input[Model], internalize: Input[Model], bundle: Output[Model]
 ):
-    """Step 12: the directory KServe/Triton load (checkpoint, SID map, items, manifest)."""
+    """Step 14: the directory KServe/Triton load (internalized checkpoint, SID map, items, manifest)."""
     from gr2.pipeline.steps import export
 
-    bundle.metadata.update(export(config, dataset.path, sid.path, reasoning.path, bundle.path))
+    bundle.metadata.update(export(config, dataset.path, sid.path, internalize.path, bundle.path))

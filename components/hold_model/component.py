@@ -8,7 +8,7 @@ from gr2.contract import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def hold_model(gate: Input[Artifact], decision: Output[Markdown]):
-    """Step 13 (else branch): the lift was below min_lift; say so."""
+    """Step 15 (else branch): the lift was below min_lift; say so."""
     from gr2.pipeline.steps import hold
 
     hold(gate.path, decision.path)

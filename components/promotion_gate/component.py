@@ -8,7 +8,7 @@ from gr2.contract import IMAGE
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def promotion_gate(evaluation: Input[Artifact], min_lift: float, gate: Output[Artifact]) -> str:
-    """Step 11: ``promote`` when the serving model beats the incoming order on validation by min_lift,
+    """Step 13: ``promote`` when the serving model beats the incoming order on validation by min_lift,
     else ``hold``."""
     from gr2.pipeline.steps import gate as decide
 

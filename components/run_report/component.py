@@ -14,11 +14,14 @@ def run_report(
     midtrain: Input[Markdown],
     traces: Input[Markdown],
     reasoning: Input[Markdown],
+    rl: Input[Markdown],
+    rl_naive: Input[Markdown],
+    internalize: Input[Markdown],
     evaluation: Input[Artifact],
     gate: Input[Artifact],
     report: Output[Markdown],
 ):
-    """Step 14: stage table, R@1 chart, the promotion decision and every step's summary, in one Markdown."""
+    """Step 16: stage table, R@1 chart, the promotion decision and every step's summary, in one Markdown."""
     from gr2.pipeline.report import write_report
 
     write_report(
@@ -32,5 +35,8 @@ def run_report(
             "Mid-training": midtrain.path,
             "Reasoning traces": traces.path,
             "Reasoning SFT": reasoning.path,
+            "RL (conditional reward)": rl.path,
+            "RL (naive reward, ablation)": rl_naive.path,
+            "Internalization": internalize.path,
         },
     )

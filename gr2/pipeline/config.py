@@ -19,13 +19,15 @@ STEP_NAMES = (
     "midtrain",
     "traces",
     "reasoning",
+    "rl",
+    "internalize",
     "evaluate",
     "gate",
     "export",
     "promote",
     "report",
 )
-TRAINING_STEPS = ("midtrain", "reasoning")
+TRAINING_STEPS = ("midtrain", "reasoning", "rl", "internalize")  # the ones a TrainJob can run
 
 
 class _Section(BaseModel):
@@ -63,7 +65,8 @@ class TrainJobConfig(_Section):
 
     # Parameters that control whether and where training leaves the component's pod
     enabled: bool = Field(
-        False, description="Run midtrain/reasoning as a TrainJob instead of in the component."
+        False,
+        description="Run midtrain/reasoning/rl/internalize as a TrainJob instead of in the component.",
     )
     namespace: str = Field("kubeflow", description="Namespace the TrainJob is created in.")
     runtime: str = Field("torch-distributed", description="ClusterTrainingRuntime the TrainJob refers to.")

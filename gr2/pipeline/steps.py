@@ -24,9 +24,11 @@ from gr2.pipeline.config import STEP_NAMES, TRAINING_STEPS
 # Sections of the settings tree a step must not see: the ones of later steps. Leaving them out of the
 # step's config keeps its cache key unchanged when only a later step's settings change.
 _TRAIN_LATER = {
-    "midtrain": {"traces", "reasoning", "eval"},
-    "traces": {"reasoning", "eval"},
-    "reasoning": set(),
+    "midtrain": {"traces", "reasoning", "rl", "internalize", "eval"},
+    "traces": {"reasoning", "rl", "internalize", "eval"},
+    "reasoning": {"rl", "internalize"},
+    "rl": {"internalize"},
+    "internalize": set(),
 }
 _DATA_STEPS = ("ingest", "validate")
 # pipeline settings that shape the DAG or the run, not what a step computes (min_lift is a run parameter)
@@ -210,7 +212,7 @@ def _baseline_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     return out or _flat(record)
 
 
-# Steps 7-9: training (in the component's pod, or as a Kubeflow TrainJob) ----------------------------------
+# Steps 7-11: training (in the component's pod, or as a Kubeflow TrainJob) ----------------------------------
 def _inputs(dataset: str, split_dir: str, sid_dir: str, samples_dir: str) -> Any:
     from gr2.train.inputs import StageInputs
 
@@ -309,11 +311,99 @@ def reasoning(
     return _training_metrics(Path(model_out) / "metrics.json")
 
 
-def _handoff(cfg: GR2Config, stage: str, run: Path) -> None:
+def rl(
+    config: str,
+    dataset: str,
+    split_dir: str,
+    sid_dir: str,
+    samples_dir: str,
+    init_model_dir: str,
+    model_out: str,
+    summary_out: str,
+    reward: str = "conditional",
+) -> dict[str, float]:
+    """GRPO (DAPO loss) from the reasoning-SFT model; ``reward`` naive is the stage table's ablation row."""
+    from gr2.train.rl import run_rl
+
+    cfg = _with_section(
+        load_step_config(config, tempfile.mkdtemp(prefix="gr2-rl-")), "rl", reward=reward, init="reasoning"
+    )
+    output = "rl_naive" if reward == "naive" else "rl"
+    if cfg.pipeline.trainjob.enabled:
+        run = stage_run_dir(
+            {
+                "data/raw": dataset,
+                "data/split": split_dir,
+                "sid": sid_dir,
+                "samples": samples_dir,
+                "train/reasoning": init_model_dir,
+            },
+            {f"train/{output}": model_out},
+            root=cfg.run_dir,
+        )
+        _handoff(cfg, "rl", run, output)
+    else:
+        run_rl(
+            cfg,
+            _inputs(dataset, split_dir, sid_dir, samples_dir),
+            init_model=Path(init_model_dir) / "model",
+            out_dir=model_out,
+        )
+    _copy_text(Path(model_out) / "summary.md", summary_out)
+    return _training_metrics(Path(model_out) / "metrics.json")
+
+
+def internalize(
+    config: str,
+    dataset: str,
+    split_dir: str,
+    sid_dir: str,
+    samples_dir: str,
+    rl_dir: str,
+    model_out: str,
+    summary_out: str,
+) -> dict[str, float]:
+    """Answer-only GRPO from the RL model; its ``model`` folder is the serving checkpoint."""
+    from gr2.train.internalize import run_internalize
+
+    cfg = _with_section(
+        load_step_config(config, tempfile.mkdtemp(prefix="gr2-internalize-")), "internalize", init="rl"
+    )
+    if cfg.pipeline.trainjob.enabled:
+        run = stage_run_dir(
+            {
+                "data/raw": dataset,
+                "data/split": split_dir,
+                "sid": sid_dir,
+                "samples": samples_dir,
+                "train/rl": rl_dir,
+            },
+            {"train/internalize": model_out},
+            root=cfg.run_dir,
+        )
+        _handoff(cfg, "internalize", run)
+    else:
+        run_internalize(
+            cfg,
+            _inputs(dataset, split_dir, sid_dir, samples_dir),
+            init_model=Path(rl_dir) / "model",
+            out_dir=model_out,
+        )
+    _copy_text(Path(model_out) / "summary.md", summary_out)
+    return _training_metrics(Path(model_out) / "metrics.json")
+
+
+def _with_section(cfg: GR2Config, section: str, **update: Any) -> GR2Config:
+    """``cfg`` with ``train.<section>`` fields replaced (validated): the DAG fixes what a stage starts from."""
+    new = getattr(cfg.train, section).model_validate({**getattr(cfg.train, section).model_dump(), **update})
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={section: new})})
+
+
+def _handoff(cfg: GR2Config, stage: str, run: Path, output: str = "") -> None:
     """Hand the stage to a Kubeflow ``TrainJob`` on the shared volume and wait; outputs land in ``run``."""
     from gr2.pipeline.trainjob import run_trainjob
 
-    run_trainjob(cfg, stage, run)
+    run_trainjob(cfg, stage, run, output=output)
 
 
 def _training_metrics(path: Path) -> dict[str, float]:
@@ -323,7 +413,7 @@ def _training_metrics(path: Path) -> dict[str, float]:
     return _flat(record)
 
 
-# Step 10: evaluate (stage table + promotion gate) ----------------------------------------------------------
+# Step 12: evaluate (stage table + promotion gate) ----------------------------------------------------------
 def evaluate(
     config: str,
     dataset: str,
@@ -332,22 +422,30 @@ def evaluate(
     samples_dir: str,
     midtrain_dir: str,
     reasoning_dir: str,
+    rl_naive_dir: str,
+    rl_dir: str,
+    internalize_dir: str,
     eval_out: str,
     table_out: str,
 ) -> dict[str, float]:
-    """Stage table on ``train.eval.split``; the serving model's lift over the incoming order on validation."""
+    """Stage table on ``train.eval.split`` (every trained stage); the serving (internalized) model's lift over
+    the incoming order on validation."""
     from gr2.pipeline.gate import serving_lift
     from gr2.train.stages import run_stage_table
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-evaluate-"))
     inputs = _inputs(dataset, split_dir, sid_dir, samples_dir)
+    stages = {
+        "midtrain": midtrain_dir,
+        "reasoning": reasoning_dir,
+        "rl_naive": rl_naive_dir,
+        "rl": rl_dir,
+        "internalize": internalize_dir,
+    }
     table = run_stage_table(
-        cfg,
-        inputs,
-        models={"midtrain": Path(midtrain_dir) / "model", "reasoning": Path(reasoning_dir) / "model"},
-        out_dir=eval_out,
+        cfg, inputs, models={k: Path(v) / "model" for k, v in stages.items()}, out_dir=eval_out
     )
-    lift = serving_lift(cfg, inputs, Path(reasoning_dir) / "model")
+    lift = serving_lift(cfg, inputs, Path(internalize_dir) / "model")
     (Path(eval_out) / "serving_lift.json").write_text(json.dumps(lift, indent=2) + "\n")
     _copy_text(table.markdown, table_out)
     metrics = {f"{r['stage']} / {r['method']}.R@1": float(r["R@1"]) for r in table.rows if "R@1" in r}
@@ -355,7 +453,7 @@ def evaluate(
     return metrics
 
 
-# Step 11: the promotion gate -------------------------------------------------------------------------------
+# Step 13: the promotion gate -------------------------------------------------------------------------------
 def gate(eval_dir: str, min_lift: float, gate_out: str) -> str:
     """``promote`` when the serving model's validation lift reaches ``min_lift``, else ``hold``.
 
@@ -369,26 +467,26 @@ def gate(eval_dir: str, min_lift: float, gate_out: str) -> str:
     return decision["decision"]
 
 
-# Step 12: export for serving -------------------------------------------------------------------------------
-def export(config: str, dataset: str, sid_dir: str, reasoning_dir: str, bundle_out: str) -> dict[str, Any]:
-    """The serving bundle (:func:`gr2.models.bundle.write_serving_bundle`) of the reasoning-SFT model."""
+# Step 14: export for serving -------------------------------------------------------------------------------
+def export(config: str, dataset: str, sid_dir: str, internalize_dir: str, bundle_out: str) -> dict[str, Any]:
+    """The serving bundle (:func:`gr2.models.bundle.write_serving_bundle`) of the internalized model."""
     import hashlib
 
     from gr2.data.schema import Dataset
     from gr2.models.bundle import ServingManifest, write_serving_bundle
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-export-"))
-    model_dir = Path(reasoning_dir) / "model"
+    model_dir = Path(internalize_dir) / "model"
     weights = model_dir / "model.safetensors"
     if not weights.exists():
-        raise StepError(f"{model_dir}: no model.safetensors; the reasoning step did not finish")
+        raise StepError(f"{model_dir}: no model.safetensors; the internalize step did not finish")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
     manifest = ServingManifest(
         model_version=f"{cfg.profile}-{digest}",
         num_candidates=cfg.rerank.num_candidates,
         history_length=cfg.rerank.history_length,
         source_checkpoint=str(model_dir),
-        extra={"seed": cfg.seed},
+        extra={"seed": cfg.seed, "stage": "internalize"},
     )
     write_serving_bundle(
         model_dir, Path(sid_dir) / "sid_map.parquet", Dataset.load(dataset).items, bundle_out, manifest
@@ -396,7 +494,7 @@ def export(config: str, dataset: str, sid_dir: str, reasoning_dir: str, bundle_o
     return {"model_version": manifest.model_version, "model_name": manifest.model_name}
 
 
-# Step 13: register / promote -------------------------------------------------------------------------------
+# Step 15: register / promote -------------------------------------------------------------------------------
 def promote(config: str, bundle_dir: str, gate_dir: str, record_out: str) -> dict[str, Any]:
     """Register the bundle: copy it to ``pipeline.registry_dir/<model>/<version>``, point ``latest``
     at it."""

@@ -21,7 +21,7 @@ from gr2.config import GR2Config
 from gr2.contract import IMAGE
 
 GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob"
-STAGES = ("midtrain", "reasoning")
+STAGES = ("midtrain", "reasoning", "rl", "internalize")
 CONTAINER = "node"  # the trainer container/job name in the torch-distributed runtime
 
 
@@ -228,8 +228,11 @@ def submit_and_wait(
         time.sleep(poll_s)
 
 
-def run_trainjob(cfg: GR2Config, stage: str, run: Path, api: Any = None) -> Path:
-    """Copy the staged run to the shared volume, run ``stage`` there as a TrainJob, copy its outputs back."""
+def run_trainjob(cfg: GR2Config, stage: str, run: Path, api: Any = None, output: str = "") -> Path:
+    """Copy the staged run to the shared volume, run ``stage`` there as a TrainJob, copy its outputs back.
+
+    The stage writes ``train/<output>`` (default: ``train/<stage>``; ``rl_naive`` for the naive RL reward).
+    """
     tj = cfg.pipeline.trainjob
     name = job_name(stage, f"{run.name}-{int(time.time())}")
     shared = Path(tj.workdir) / name
@@ -238,10 +241,10 @@ def run_trainjob(cfg: GR2Config, stage: str, run: Path, api: Any = None) -> Path
     config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"run_dir", "profile"})))
     obj = render_trainjob(cfg, stage, name, str(shared / "run"), str(config_file))
     submit_and_wait(obj, tj.timeout_s, tj.poll_s, api=api)
-    produced = shared / "run" / "train" / stage
+    produced = shared / "run" / "train" / (output or stage)
     if not (produced / "metrics.json").exists():
         raise TrainJobError(f"TrainJob {name} completed but wrote no {produced / 'metrics.json'}")
-    out = run / "train" / stage
+    out = run / "train" / (output or stage)
     for item in produced.iterdir():
         target = out / item.name
         if item.is_dir():

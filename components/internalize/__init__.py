@@ -1,0 +1,3 @@
+from components.internalize.component import internalize
+
+__all__ = ["internalize"]
