@@ -61,6 +61,38 @@ def test_score_mode_ranks_like_the_training_evaluation(reranker: Reranker) -> No
     assert out.ranking.tolist() == rerank_likelihood_rankings(reranker.lm, SIDS, samples, ITEMS)
 
 
+def test_item_token_bundle_scores_in_the_next_item_prompt_chosen_by_its_manifest(tmp_path) -> None:
+    """A model trained with item tokens, shipped with score_prompt next_item: serving ranks exactly as the
+    training evaluation's next-item likelihood, and the names a feature store serves (plain SIDs) are replaced
+    by the model's own item tokens."""
+    from gr2.models.bundle import read_manifest
+    from gr2.models.factory import load_model
+    from gr2.train.evaluate import next_item_rankings
+
+    names = SIDS.with_item_tokens("item")
+    base = build_offline_checkpoint(TINY, [f"Film {i}" for i in range(40)], tmp_path / "base", seed=1)
+    lm = load_model(base, names.all_tokens())
+    lm.model.save_pretrained(tmp_path / "model")
+    lm.tokenizer.save_pretrained(tmp_path / "model")
+    names.save(tmp_path / "model" / "sid_map.parquet")  # what every training stage writes next to its model
+    SIDS.save(tmp_path / "run_sid_map.parquet")
+    bundle = write_serving_bundle(tmp_path / "model", tmp_path / "run_sid_map.parquet", ITEMS, tmp_path / "bundle",
+                                  ServingManifest(model_version="t", history_length=5, score_prompt="next_item"))
+    served = Reranker.from_bundle(bundle)
+    assert SIDMap.load(bundle / "sid_map.parquet").item_tokens == "item"
+    cands = np.array([[5, 9, 2, 14, 33, 7, 1, 20, 11, 3]], dtype=np.int64)
+    hist = [[1, 2, 3, 4, 5, 6, 7]]
+    out = served.rerank(cands, hist, "score")
+    samples = pd.DataFrame({"history": [hist[0][-5:]], "candidates": list(cands)})
+    expected = next_item_rankings(served.lm, names, samples, 5)
+    assert out.ranking.tolist() == expected and not out.fallback.any()
+    feast_like = ItemCatalog(ITEMS, {i: SIDS.token_string(i) for i in SIDS.item_ids})  # plain SIDs, as Feast serves
+    assert served.rerank(cands, hist, "score", catalog=feast_like).ranking.tolist() == expected
+    (bundle / "gr2_serving.json").write_text((bundle / "gr2_serving.json").read_text().replace("next_item", "nxt"))
+    with pytest.raises(BundleError, match="score_prompt"):
+        read_manifest(bundle)
+
+
 @pytest.mark.parametrize("mode", ["generate", "reason"])
 def test_decoding_modes_return_valid_permutations(reranker: Reranker, mode: str) -> None:
     cands = np.array([[5, 9, 2, 14, 33, 7, 1, 20, 11, 3], [12, 13, 14, 15, 16, 17, 18, 19, 21, 22]])

@@ -20,6 +20,7 @@ import pandas as pd
 from gr2.contract import MODEL_NAME
 
 MANIFEST = "gr2_serving.json"
+SCORE_PROMPTS = ("rerank", "next_item")
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
@@ -37,6 +38,7 @@ class ServingManifest:
     num_candidates: int = 10
     history_length: int = 20
     with_sids: bool = True
+    score_prompt: str = "rerank"  # score mode's prompt, chosen on validation: rerank (answer-only) or next_item
     source_checkpoint: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -67,4 +69,10 @@ def read_manifest(bundle_dir: str | Path) -> ServingManifest:
     missing = [n for n in ("config.json", "sid_map.parquet", "items.parquet", MANIFEST) if not (root / n).exists()]
     if missing:
         raise BundleError(f"{root}: not a gr2 serving bundle, missing {missing}")
-    return ServingManifest(**json.loads((root / MANIFEST).read_text()))
+    manifest = ServingManifest(**json.loads((root / MANIFEST).read_text()))
+    if manifest.score_prompt not in SCORE_PROMPTS:
+        raise BundleError(f"{root / MANIFEST}: score_prompt must be one of {list(SCORE_PROMPTS)}, "
+                          f"got {manifest.score_prompt!r}")
+    if manifest.score_prompt == "next_item" and not manifest.with_sids:
+        raise BundleError(f"{root / MANIFEST}: score_prompt next_item needs item names (with_sids: true)")
+    return manifest

@@ -1,7 +1,8 @@
 """The backend-independent re-ranker that KServe and Triton both call: a serving bundle in, rankings out.
 
-Modes: ``score`` (each candidate's log-probability of being the first item of the answer-only reply, one
-forward pass), ``generate`` (answer-only reply, decoded under :mod:`gr2.models.constrained`), ``reason``
+Modes: ``score`` (each candidate's log-probability of being the first item of the answer-only reply, or of
+being the next item in the next-item prompt when the manifest's ``score_prompt`` says so; one forward pass),
+``generate`` (answer-only reply, decoded under :mod:`gr2.models.constrained`), ``reason``
 (``<think>`` block, then the constrained ranking). Prompts come from :func:`gr2.rerank.format.build_messages`
 and replies are read by :func:`gr2.rerank.format.parse_ranking`, exactly as in training.
 
@@ -28,7 +29,7 @@ from gr2.models.constrained import DecodingTokens, constrained_generate
 from gr2.models.factory import LoadedModel, load_model
 from gr2.models.scoring import render_prompt
 from gr2.rerank.format import build_messages, candidate_labels, parse_ranking
-from gr2.train.evaluate import rerank_likelihood_questions, score_questions
+from gr2.train.evaluate import next_item_questions, rerank_likelihood_questions, score_questions
 
 Mode = Literal["score", "generate", "reason"]
 MODES: tuple[str, ...] = ("score", "generate", "reason")
@@ -167,7 +168,10 @@ class Reranker:
         """Likelihood of each candidate opening the answer: per row the order (indices) and sorted scores."""
         sid_lookup = catalog if catalog.sids is not None else None
         with _timed(timings, "prompt_build"):
-            prompts, conts = rerank_likelihood_questions(self.lm, sid_lookup, rows, catalog.items)
+            if self.manifest.score_prompt == "next_item" and sid_lookup is not None:
+                prompts, conts = next_item_questions(self.lm, sid_lookup, rows, self.manifest.history_length)
+            else:
+                prompts, conts = rerank_likelihood_questions(self.lm, sid_lookup, rows, catalog.items)
         with _timed(timings, "model"):
             found = score_questions(self.lm, prompts, conts)
         with _timed(timings, "parse"):

@@ -470,24 +470,15 @@ def gate(eval_dir: str, min_lift: float, gate_out: str) -> str:
 # Step 14: export for serving -------------------------------------------------------------------------------
 def export(config: str, dataset: str, sid_dir: str, internalize_dir: str, bundle_out: str) -> dict[str, Any]:
     """The serving bundle (:func:`gr2.models.bundle.write_serving_bundle`) of the internalized model."""
-    import hashlib
-
     from gr2.data.schema import Dataset
-    from gr2.models.bundle import ServingManifest, write_serving_bundle
+    from gr2.models.bundle import write_serving_bundle
+    from gr2.train.internalize import serving_manifest
 
     cfg = load_step_config(config, tempfile.mkdtemp(prefix="gr2-export-"))
     model_dir = Path(internalize_dir) / "model"
-    weights = model_dir / "model.safetensors"
-    if not weights.exists():
+    if not (model_dir / "model.safetensors").exists():
         raise StepError(f"{model_dir}: no model.safetensors; the internalize step did not finish")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-    manifest = ServingManifest(
-        model_version=f"{cfg.profile}-{digest}",
-        num_candidates=cfg.rerank.num_candidates,
-        history_length=cfg.rerank.history_length,
-        source_checkpoint=str(model_dir),
-        extra={"seed": cfg.seed, "stage": "internalize"},
-    )
+    manifest = serving_manifest(cfg, Path(internalize_dir))
     write_serving_bundle(
         model_dir, Path(sid_dir) / "sid_map.parquet", Dataset.load(dataset).items, bundle_out, manifest
     )

@@ -86,13 +86,23 @@ def _order(candidates: Sequence[int], scores: np.ndarray) -> list[int]:
     return [int(candidates[i]) for i in idx]
 
 
+def next_item_questions(lm: LoadedModel, names: Any, rows: Sequence[dict[str, Any]], history_length: int,
+                        ) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """Per row (``history``, ``candidates``): the next-item prompt (up to the answer's SID_BEGIN) and each
+    candidate's name tokens; ``names`` is anything with ``token_string(item_id)`` (a SID map, a catalog)."""
+    prompts, conts = [], []
+    for row in rows:
+        history = list(row["history"])[-history_length:] if history_length else []
+        prompts.append(render_prompt(lm.tokenizer, next_item_prompt(names, history), SID_BEGIN))
+        conts.append([encode_plain(lm.tokenizer, names.token_string(int(c))) for c in row["candidates"]])
+    return prompts, conts
+
+
 def next_item_rankings(lm: LoadedModel, sid_map: Any, samples: pd.DataFrame, history_length: int) -> list[list[int]]:
-    """Rank each sample's candidates by log p(candidate SID | history) in the next-item prompt."""
-    questions = []
-    for hist, cands in zip(samples["history"], samples["candidates"], strict=True):
-        prompt = render_prompt(lm.tokenizer, next_item_prompt(sid_map, list(hist)[-history_length:]), SID_BEGIN)
-        cands = [int(c) for c in cands]
-        questions.append((prompt, cands, [sid_token_ids(lm, sid_map, c) for c in cands]))
+    """Rank each sample's candidates by log p(candidate's name | history) in the next-item prompt."""
+    rows = samples.to_dict("records")
+    prompts, conts = next_item_questions(lm, sid_map, rows, history_length)
+    questions = [(p, [int(c) for c in r["candidates"]], c) for p, r, c in zip(prompts, rows, conts, strict=True)]
     return _score_batches(lm, questions, "likelihood (next-item prompt)")
 
 

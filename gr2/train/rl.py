@@ -129,7 +129,7 @@ def validation_metrics(cfg: GR2Config, rc: RLConfig, lm: Any, sid_map: Any, item
                        inputs: StageInputs) -> dict[str, Any]:
     """Likelihood ranking and constrained decoding (``rc.style``) on validation samples."""
     from gr2.rerank.metrics import evaluate_rankings
-    from gr2.train.evaluate import generated_rankings, rerank_likelihood_rankings
+    from gr2.train.evaluate import generated_rankings, next_item_rankings, rerank_likelihood_rankings
     from gr2.train.inputs import subsample
 
     samples = inputs.load_samples("validation")
@@ -139,6 +139,9 @@ def validation_metrics(cfg: GR2Config, rc: RLConfig, lm: Any, sid_map: Any, item
         sub = subsample(samples, rc.eval_samples, cfg.seed)
         out["likelihood"] = {**evaluate_rankings(sub, rerank_likelihood_rankings(lm, sid_map, sub, items)),
                              "samples": len(sub)}
+        history = cfg.rerank.history_length
+        out["likelihood_next_item"] = {**evaluate_rankings(sub, next_item_rankings(lm, sid_map, sub, history)),
+                                       "samples": len(sub)}
     if rc.eval_generate:
         sub = subsample(samples, rc.eval_generate, cfg.seed)
         rankings, flags = generated_rankings(lm, sid_map, sub, items, rc.style, rc.max_completion_length,

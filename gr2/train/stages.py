@@ -5,7 +5,7 @@ Rows, in the order the method runs:
 * ``incoming`` (the legacy order), ``popularity`` and ``sasrec`` (the baselines' predictions of
   ``gr2 eval baselines`` for the same samples, when they exist);
 * per trained stage (``midtrain``, ``reasoning``, ``rl_naive``, ``rl``, ``internalize``): candidates scored by
-  likelihood in one forward pass (the re-ranking prompt; mid-training also in its next-item prompt), and a
+  likelihood in one forward pass (in the next-item prompt and in the answer-only re-ranking prompt), and a
   constrained decode in the stage's own format on the first ``max_generate`` samples (next to the incoming
   order on that subset);
 * exactly one row is the serving path (``serving: true``): the internalized model scored the way
@@ -43,6 +43,7 @@ STAGE_DIRS = {"midtrain": "midtrain", "reasoning": "reasoning", "rl_naive": "rl_
 BASELINES = ("popularity", "sasrec")
 DECODE_STYLE = {"reasoning": "reasoning", "rl_naive": "rl", "rl": "rl", "internalize": "answer"}
 LIKELIHOOD = "likelihood, re-ranking prompt"
+NEXT_ITEM = "likelihood, next-item prompt"
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,7 @@ def _likelihood_methods(stage: str, lm: Any, sid_map: Any, samples: pd.DataFrame
         rankings, seconds = _timed(lambda: next_item_rankings(lm, sid_map, samples, history))
         return Scored(rankings, None, _prompt_tokens(lm, sid_map, samples, items, None, history), 0.0, seconds)
 
-    methods = [("likelihood, next-item prompt", next_item)] if stage == "midtrain" else []
-    return [*methods, (LIKELIHOOD, rerank)]
+    return [(NEXT_ITEM, next_item), (LIKELIHOOD, rerank)]
 
 
 def _decoded(lm: Any, sid_map: Any, gen: pd.DataFrame, items: pd.DataFrame, style: str, ec: Any) -> Scored:
@@ -192,7 +192,7 @@ def run_stage_table(cfg: GR2Config, inputs: StageInputs | None = None, models: M
                                           base=gen_base)[0])
     if decoded_rows:
         rows += [gen_row, *decoded_rows]
-    _mark_serving(rows, [s for s, _ in stages])
+    _mark_serving(rows, stages)
     record = {"split": ec.split, "protocol": cfg.rerank.protocol, "n": len(samples), "rows": rows,
               "wall_time_s": round(time.time() - started, 1)}
     json_path = out / "train_stages.json"
@@ -207,11 +207,16 @@ def run_stage_table(cfg: GR2Config, inputs: StageInputs | None = None, models: M
     return StageTableArtifacts(json=json_path, markdown=md_path, rows=rows)
 
 
-def _mark_serving(rows: list[dict[str, Any]], stages: list[str]) -> None:
-    """``serving: true`` on the one row the serving path reproduces (score mode of the last stage trained)."""
-    shipped = "internalize" if "internalize" in stages else stages[-1]
+def _mark_serving(rows: list[dict[str, Any]], stages: list[tuple[str, Path]]) -> None:
+    """``serving: true`` on the one row the serving path reproduces: score mode of the internalized model (its
+    manifest's prompt), else the re-ranking-prompt likelihood of the last stage trained."""
+    from gr2.pipeline.gate import serving_method
+
+    names = dict(stages)
+    shipped = "internalize" if "internalize" in names else stages[-1][0]
+    method = serving_method(names[shipped])
     for row in rows:
-        row["serving"] = row["stage"] == shipped and row["method"] == LIKELIHOOD
+        row["serving"] = row["stage"] == shipped and row["method"] == method
 
 
 def results_record(record: Mapping[str, Any]) -> dict[str, Any]:
