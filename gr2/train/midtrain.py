@@ -25,7 +25,12 @@ from gr2.models.factory import LoadedModel, build_offline_checkpoint, load_model
 from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
 from gr2.train.corpus import corpus_texts
-from gr2.train.evaluate import next_item_rankings, next_item_recall, sid_title_accuracy
+from gr2.train.evaluate import (
+    next_item_rankings,
+    next_item_recall,
+    rerank_likelihood_rankings,
+    sid_title_accuracy,
+)
 from gr2.train.inputs import StageInputs, learnable_sequences, validation_positions
 from gr2.train.sft import loss_curve, resume_checkpoint, sft_args, stage_fingerprint
 from gr2.train.tasks import Catalog, build_examples, sequence_examples
@@ -93,8 +98,9 @@ def validation_metrics(cfg: GR2Config, lm: LoadedModel, sid_map: Any, catalog: C
         from gr2.rerank.metrics import evaluate_rankings
 
         rankings = next_item_rankings(lm, sid_map, samples, mc.history_length)
-        out["rerank_likelihood"] = evaluate_rankings(samples, rankings)
-        out["rerank_likelihood"]["samples"] = len(samples)
+        out["rerank_likelihood"] = {**evaluate_rankings(samples, rankings), "samples": len(samples)}
+        rankings = rerank_likelihood_rankings(lm, sid_map, samples, items)
+        out["rerank_prompt_likelihood"] = {**evaluate_rankings(samples, rankings), "samples": len(samples)}
     return out
 
 
@@ -189,10 +195,9 @@ def _summary(m: dict[str, Any], k: int) -> str:
         f"| SID -> title accuracy (chance {b['sid_to_title']['chance']:.2f}) | {b['sid_to_title']['accuracy']:.3f} "
         f"| {a['sid_to_title']['accuracy']:.3f} |",
     ]
-    if "rerank_likelihood" in a:
-        n = a["rerank_likelihood"]["samples"]
-        for key in ("R@1", "R@3", "N@3"):
-            if key in a["rerank_likelihood"]:
-                lines.append(f"| candidates by likelihood {key} ({n} samples) | "
-                             f"{b['rerank_likelihood'][key]:.3f} | {a['rerank_likelihood'][key]:.3f} |")
+    for key, prompt in (("rerank_likelihood", "next-item prompt"), ("rerank_prompt_likelihood", "re-ranking prompt")):
+        if key in a:
+            n = a[key]["samples"]
+            lines += [f"| candidates by likelihood, {prompt}, {m} ({n} samples) | {b[key][m]:.3f} | {a[key][m]:.3f} |"
+                      for m in ("R@1", "R@3", "N@3")]
     return "\n".join(lines) + "\n"

@@ -47,13 +47,14 @@ class RLArtifacts:
 def validation_r1(metrics_file: Path) -> float | None:
     """The validation likelihood R@1 a stage recorded in its ``metrics.json`` (None when absent).
 
-    Mid-training keeps it under ``validation_after.rerank_likelihood``, the later stages under
-    ``validation.likelihood``.
+    The answer-only re-ranking prompt, the format RL trains, for every stage: mid-training keeps it under
+    ``validation_after.rerank_prompt_likelihood`` (its ``rerank_likelihood`` is the next-item prompt), the later
+    stages under ``validation.likelihood``.
     """
     if not metrics_file.exists():
         return None
     m = json.loads(metrics_file.read_text()).get("metrics", {})
-    block = m.get("validation_after", {}).get("rerank_likelihood") or m.get("validation", {}).get("likelihood")
+    block = m.get("validation_after", {}).get("rerank_prompt_likelihood") or m.get("validation", {}).get("likelihood")
     value = (block or {}).get("R@1")
     return float(value) if value is not None else None
 
