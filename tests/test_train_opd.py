@@ -1,0 +1,93 @@
+"""Training III: OPD and SFT students (`gr2 train opd`), the prompt compressor (`gr2 train compress`), the cost bench."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import copy_run
+from gr2.cli import main
+from gr2.config import GR2Config
+from gr2.models.factory import build_offline_checkpoint, count_parameters, load_model
+from gr2.paths import RunPaths
+from gr2.rerank.format import build_messages
+from gr2.sid.sidmap import SIDMap
+from gr2.train.opd import build_student, retained_share
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def opd_run(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory) -> GR2Config:
+    """The prepared smoke run with a random SID map, samples and an (untrained) internalized teacher."""
+    from gr2.rerank.samples import build_samples
+
+    cfg = copy_run(prepared_run, tmp_path_factory.mktemp("opd_run"))
+    paths = RunPaths.of(cfg.run_dir)
+    items = pd.read_parquet(paths.raw / "items.parquet")
+    ids = items["item_id"].to_numpy()
+    flat = np.random.default_rng(0).choice(16 ** 3, size=len(ids), replace=False)
+    sid_map = SIDMap(ids, np.stack([flat // 256, (flat // 16) % 16, flat % 16], axis=1), 16)
+    sid_map.save(paths.sid / "sid_map.parquet")
+    build_samples(cfg)
+    rows = pd.read_parquet(paths.samples / "train.parquet").head(20).to_dict("records")
+    corpus = [m["content"] for r in rows for m in build_messages(r, items, sid_map, ranking=r["candidates"])]
+    base = build_offline_checkpoint(cfg.train.model, corpus, paths.train / "base", seed=0)
+    lm = load_model(base, sid_map.all_tokens())
+    out = paths.train / "internalize"
+    lm.model.save_pretrained(out / "model")
+    lm.tokenizer.save_pretrained(out / "model")
+    return cfg
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def _metrics(cfg: GR2Config, stage: str) -> dict:
+    return json.loads((RunPaths.of(cfg.run_dir).train / stage / "metrics.json").read_text())["metrics"]
+
+
+def test_student_is_small_and_shares_the_vocabulary(opd_run: GR2Config) -> None:
+    teacher = load_model(RunPaths.of(opd_run.run_dir).train / "internalize" / "model")
+    student = build_student(teacher.model, opd_run.train.opd.student, seed=0)
+    assert count_parameters(student) <= 0.25 * count_parameters(teacher.model)
+    assert student.config.vocab_size == teacher.model.config.vocab_size
+    assert student.get_input_embeddings().weight.abs().sum() > 0
+    assert retained_share(0.3, 0.4, 0.2) == 0.5 and retained_share(0.3, 0.2, 0.2) is None
+
+
+def test_opd_and_sft_students(opd_run: GR2Config) -> None:
+    run = ["--profile", "smoke", "--run-dir", opd_run.run_dir]
+    train = RunPaths.of(opd_run.run_dir).train
+    code, out = _cli("train", "opd", *run)
+    assert code == 0, out
+    m = _metrics(opd_run, "opd")
+    assert m["method"] == "opd" and m["teacher_model"] == str(train / "internalize" / "model")
+    assert m["parameter_ratio"] <= 0.25 and m["steps"] == 2 and m["beta"] == 1.0
+    assert m["rollouts"]["batches"] == 2 and m["rollouts"]["max_invalid_rate"] == 0.0  # constrained rollouts
+    assert all(np.isfinite(p["loss"]) and "rollout/invalid_rate" in p for p in m["curve"])
+    for who in ("student", "teacher"):
+        assert "R@1" in m["validation"][who]["likelihood"]
+        assert m["validation"][who]["generated"]["invalid_rate"] == 0.0
+    assert set(m["retained_gain"]) == {"likelihood", "generated"}
+    assert "| student | likelihood |" in (train / "opd" / "summary.md").read_text()
+    teacher = load_model(train / "internalize" / "model")
+    fresh = build_student(teacher.model, opd_run.train.opd.student, seed=opd_run.seed).state_dict()
+    trained = load_model(train / "opd" / "model").model.state_dict()
+    assert any(not torch.equal(fresh[k], trained[k]) for k in fresh)  # the student moved
+
+    code, out = _cli("train", "opd", *run, "--method", "sft")
+    assert code == 0, out
+    s = _metrics(opd_run, "opd_sft")
+    assert s["method"] == "sft" and s["steps"] == 2 and s["examples"] == m["examples"]
+    assert s["curve"] and all(np.isfinite(p["loss"]) for p in s["curve"])
+    assert (train / "opd" / "model" / "config.json").exists()  # the OPD student is kept
