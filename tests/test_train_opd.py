@@ -16,7 +16,7 @@ from gr2.cli import main
 from gr2.config import GR2Config
 from gr2.models.factory import build_offline_checkpoint, count_parameters, load_model
 from gr2.paths import RunPaths
-from gr2.rerank.format import build_messages
+from gr2.rerank.format import LineDetail, build_messages
 from gr2.sid.sidmap import SIDMap
 from gr2.train.opd import build_student, retained_share
 
@@ -91,3 +91,35 @@ def test_opd_and_sft_students(opd_run: GR2Config) -> None:
     assert s["method"] == "sft" and s["steps"] == 2 and s["examples"] == m["examples"]
     assert s["curve"] and all(np.isfinite(p["loss"]) for p in s["curve"])
     assert (train / "opd" / "model" / "config.json").exists()  # the OPD student is kept
+
+
+def test_compression_hook_and_budgets(opd_run: GR2Config) -> None:
+    from gr2.train.compressor import BudgetCompressor
+
+    paths = RunPaths.of(opd_run.run_dir)
+    lm = load_model(paths.train / "internalize" / "model")
+    items = pd.read_parquet(paths.raw / "items.parquet")
+    sid_map = SIDMap.load(paths.sid / "sid_map.parquet")
+    row = pd.read_parquet(paths.samples / "validation.parquet").iloc[0].to_dict()
+    full = build_messages(row, items, sid_map, "answer")
+    assert build_messages(row, items, sid_map, "answer", compress=lambda r: (list(r["history"]), LineDetail())) == full
+    rule = BudgetCompressor(lm.tokenizer, items, sid_map, 0.4, "rule", opd_run.train.compress)
+    kept, detail = rule(row)
+    history = [int(h) for h in row["history"]]
+    assert not detail.categories and len(kept) < len(history) and set(kept) <= set(history)
+    assert history[-1] in kept  # the rule always keeps the most recent items
+    assert rule.tokens(row, kept, detail) < rule.tokens(row, history, LineDetail())
+
+
+def test_compress_stage_writes_the_curve(opd_run: GR2Config) -> None:
+    code, out = _cli("train", "compress", "--profile", "smoke", "--run-dir", opd_run.run_dir)
+    assert code == 0, out
+    stage = RunPaths.of(opd_run.run_dir).train / "compress"
+    curve = json.loads((stage / "curve.json").read_text())
+    assert {(p["method"], p["budget"]) for p in curve} == {(m, b) for m in ("rule", "learned") for b in (1.0, 0.5)}
+    for p in curve:
+        assert (p["token_share"] == 1.0) if p["budget"] == 1.0 else (p["token_share"] <= 0.55)
+        assert 0.0 <= p["R@1"] <= 1.0 and 0.0 <= p["N@3"] <= 1.0
+    weights = json.loads((stage / "selector.json").read_text())["weights"]
+    assert len(weights) == 6 and any(w != 0.0 for w in weights)  # the selector was fitted
+    assert "| learned | 0.50 |" in (stage / "summary.md").read_text()

@@ -261,6 +261,8 @@ class CompressorConfig(_Section):
     """Prompt compression of the history and candidate metadata: a rule and a learned selector side by side."""
 
     # Parameters that control what is compressed
+    model: str = Field("auto", description="Re-ranker scored (and the learned selector's judge): auto = "
+                       "train/internalize/model, else train/rl/model; or a checkpoint path.")
     budgets: list[float] = Field(default_factory=lambda: [1.0, 0.75, 0.5, 0.35],
                                  description="Prompt-token budgets as a share of the original prompt.")
     keep_recent: int = Field(3, ge=0, description="Most recent history items the rule always keeps (items).")
