@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def opd_run(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory) -> GR2Config:
-    """The prepared smoke run with a random SID map, samples and an (untrained) internalized teacher."""
+    """The prepared smoke run with a random SID map, samples and (untrained) rl and internalized models."""
     from gr2.rerank.samples import build_samples
 
     cfg = copy_run(prepared_run, tmp_path_factory.mktemp("opd_run"))
@@ -41,9 +43,9 @@ def opd_run(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory) -
     corpus = [m["content"] for r in rows for m in build_messages(r, items, sid_map, ranking=r["candidates"])]
     base = build_offline_checkpoint(cfg.train.model, corpus, paths.train / "base", seed=0)
     lm = load_model(base, sid_map.all_tokens())
-    out = paths.train / "internalize"
-    lm.model.save_pretrained(out / "model")
-    lm.tokenizer.save_pretrained(out / "model")
+    for stage in ("rl", "internalize"):
+        lm.model.save_pretrained(paths.train / stage / "model")
+        lm.tokenizer.save_pretrained(paths.train / stage / "model")
     return cfg
 
 
@@ -123,3 +125,19 @@ def test_compress_stage_writes_the_curve(opd_run: GR2Config) -> None:
     weights = json.loads((stage / "selector.json").read_text())["weights"]
     assert len(weights) == 6 and any(w != 0.0 for w in weights)  # the selector was fitted
     assert "| learned | 0.50 |" in (stage / "summary.md").read_text()
+
+
+def test_cost_bench_on_the_smoke_run(opd_run: GR2Config, tmp_path: Path) -> None:
+    out = tmp_path / "cost.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cost_bench.py"), "--run-dir", opd_run.run_dir,
+                           "--limit", "2", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    paths = {r["path"] for r in rows}
+    assert {"reasoning", "answer", "score"} <= paths and len(rows) == 2 * len(paths)
+    by = {(r["path"], r["prompt"]): r for r in rows}
+    assert by[("reasoning", "full")]["x_cheaper"] == 1.0
+    assert by[("answer", "rule")]["prompt_tokens"] < by[("answer", "full")]["prompt_tokens"]
+    assert by[("score", "full")]["generated_tokens"] == 0.0 < by[("answer", "full")]["generated_tokens"]
+    assert all(r["requests"] == 2 and r["ms_b1"] > 0 and r["invalid_rate"] == 0.0 for r in rows)
+    assert "| reasoning | full |" in done.stdout
