@@ -8,6 +8,8 @@ tiny models), ``report_to=[]``,
 ``dataloader_num_workers=0``, ``learning_rate`` of ``1e-3`` for models trained from scratch.
 With respect to TRL's ``GRPOConfig`` (applied in :func:`gr2.train.grpo.grpo_args`): ``loss_type="dapo"``,
 clip-higher ``epsilon=0.2``/``epsilon_high=0.28``, ``beta=0`` and ``num_generations=8``.
+With respect to TRL's ``DistillationConfig`` (applied in :func:`gr2.train.opd.distillation_args`):
+``learning_rate=1e-3`` (the student starts from scratch), ``gradient_checkpointing=False``, ``bf16=False``.
 """
 
 from __future__ import annotations
