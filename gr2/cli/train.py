@@ -101,6 +101,31 @@ def internalize(cfg: GR2Config) -> None:
     _show(_run(run_internalize, cfg), "model")
 
 
+@group.command("opd")
+@click.option("--method", type=click.Choice(["opd", "sft"]), default=None,
+              help="opd = on-policy distillation (train/opd); sft = SFT on the teacher's answers (train/opd_sft).")
+@config_options
+@requires_valid_data
+def opd(cfg: GR2Config, method: str | None) -> None:
+    """Distil the re-ranker into a student with at most 1/4 of its parameters (TRL DistillationTrainer)."""
+    from gr2.train.opd import run_opd
+
+    if method is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+            update={"opd": cfg.train.opd.model_copy(update={"method": method})})})
+    _show(_run(run_opd, cfg), "model")
+
+
+@group.command("compress")
+@config_options
+@requires_valid_data
+def compress(cfg: GR2Config) -> None:
+    """Prompt compression (rule vs learned selector): prompt tokens vs R@1/N@3 at several budgets."""
+    from gr2.train.compressor import run_compressor
+
+    _show(_run(run_compressor, cfg), "curve")
+
+
 def write_stage_table(cfg: GR2Config, results_dir: str | None = None) -> None:
     """Write and print the stage-by-stage table (shared by `gr2 train table` and `gr2 eval stages`)."""
     import json

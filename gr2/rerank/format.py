@@ -19,7 +19,7 @@ ParsedRanking(ranking=[9, 7, 3], valid=True, complete=True, identity=False)
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -69,15 +69,31 @@ def candidate_labels(candidates: Sequence[int], sid_map: SIDLookup | None = None
     return labels
 
 
-def _item_line(item_id: int, items: pd.DataFrame, label: str | None) -> str:
+@dataclass(frozen=True)
+class LineDetail:
+    """How much metadata an item line carries: ``title_words`` (0 = the whole title), year, categories."""
+
+    title_words: int = 0
+    year: bool = True
+    categories: bool = True
+
+
+FULL = LineDetail()
+# The prompt-compression hook of :func:`build_messages`: sample -> (history items kept, line detail).
+Compressor = Callable[[Mapping[str, Any]], tuple[Sequence[int], LineDetail]]
+
+
+def _item_line(item_id: int, items: pd.DataFrame, label: str | None, detail: LineDetail = FULL) -> str:
     if item_id in items.index:
         row = items.loc[item_id]
         raw_title = row.get("title", "")
         title = ("" if raw_title is None or pd.isna(raw_title) else str(raw_title)) or f"item {item_id}"
+        if detail.title_words:
+            title = " ".join(title.split()[: detail.title_words])
         year = row.get("year")
-        if year is not None and not pd.isna(year):
+        if detail.year and year is not None and not pd.isna(year):
             title += f" ({int(year)})"
-        cats = str(row.get("categories", "") or "").replace(CATEGORY_SEPARATOR, ", ")
+        cats = str(row.get("categories", "") or "").replace(CATEGORY_SEPARATOR, ", ") if detail.categories else ""
     else:
         title, cats = f"item {item_id}", ""
     text = f"{label} {title}" if label else title
@@ -130,8 +146,13 @@ def build_messages(
     style: Literal["reasoning", "answer"] = "reasoning",
     reasoning: str | None = None,
     ranking: Sequence[int] | None = None,
+    compress: Compressor | None = None,
 ) -> list[dict[str, str]]:
-    """Chat messages for one sample (system, user, and assistant when ``ranking`` is given)."""
+    """Chat messages for one sample (system, user, and assistant when ``ranking`` is given).
+
+    ``compress`` (optional) shortens the long part: it returns the history items to keep and the metadata
+    of every item line (:mod:`gr2.train.compressor`).
+    """
     if style not in ("reasoning", "answer"):
         raise FormatError(f"style must be 'reasoning' or 'answer', got {style!r}")
     for key in ("history", "candidates"):
@@ -140,12 +161,16 @@ def build_messages(
     table = _indexed(items)
     candidates = [int(c) for c in sample["candidates"]]
     labels = candidate_labels(candidates, sid_map)
-    history = [int(h) for h in sample["history"]]
+    history, detail = [int(h) for h in sample["history"]], FULL
+    if compress is not None:
+        kept, detail = compress(sample)
+        history = [int(h) for h in kept]
     hist_labels = [sid_map.token_string(h) for h in history] if sid_map is not None else [None] * len(history)
     history_text = "\n".join(
-        f"{n}. {_item_line(h, table, lab)}" for n, (h, lab) in enumerate(zip(history, hist_labels, strict=True), 1)
+        f"{n}. {_item_line(h, table, lab, detail)}"
+        for n, (h, lab) in enumerate(zip(history, hist_labels, strict=True), 1)
     ) or "(no history)"
-    cand_text = "\n".join(_item_line(c, table, lab) for c, lab in zip(candidates, labels, strict=True))
+    cand_text = "\n".join(_item_line(c, table, lab, detail) for c, lab in zip(candidates, labels, strict=True))
     user = (f"History, oldest to newest:\n{history_text}\n\n"
             f"Candidates in incoming order:\n{cand_text}\n\n"
             f"Rank all {len(candidates)} candidates.")

@@ -8,6 +8,8 @@ tiny models), ``report_to=[]``,
 ``dataloader_num_workers=0``, ``learning_rate`` of ``1e-3`` for models trained from scratch.
 With respect to TRL's ``GRPOConfig`` (applied in :func:`gr2.train.grpo.grpo_args`): ``loss_type="dapo"``,
 clip-higher ``epsilon=0.2``/``epsilon_high=0.28``, ``beta=0`` and ``num_generations=8``.
+With respect to TRL's ``DistillationConfig`` (applied in :func:`gr2.train.opd.distillation_args`):
+``learning_rate=1e-3`` (the student starts from scratch), ``gradient_checkpointing=False``, ``bf16=False``.
 """
 
 from __future__ import annotations
@@ -204,6 +206,78 @@ class InternalizeConfig(RLConfig):
     max_completion_length: int = Field(96, ge=16, description="Rollout budget (tokens): the ranking only.")
 
 
+class StudentConfig(_Section):
+    """Size of the OPD student: the offline Qwen architecture of ``train.model``, narrower and shallower."""
+
+    # Parameters that control the size of the student
+    hidden_size: int = Field(48, ge=8, description="Width of the residual stream (units).")
+    num_layers: int = Field(2, ge=1, description="Transformer blocks.")
+    num_heads: int = Field(4, ge=1, description="Attention heads; hidden_size must be divisible by it.")
+    num_kv_heads: int = Field(2, ge=1, description="Key/value heads (grouped-query attention).")
+    intermediate_size: int = Field(128, ge=8, description="Width of the MLP (units).")
+    max_param_ratio: float = Field(0.25, gt=0, le=1, description="Largest student/teacher parameter ratio "
+                                   "accepted (the stage stops with an error above it).")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> StudentConfig:
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError(f"train.opd.student: hidden_size ({self.hidden_size}) must be divisible by num_heads "
+                             f"({self.num_heads}) and num_heads by num_kv_heads ({self.num_kv_heads})")
+        return self
+
+
+class OPDOptimConfig(OptimConfig):
+    """Optimisation of the student: fresh weights, so a from-scratch rate; ``batch_size`` counts prompts."""
+
+    max_steps: int = Field(200, ge=1, description="Optimizer steps (one on-policy generation batch each).")
+    batch_size: int = Field(8, ge=1, description="Prompts per optimizer step (one rollout each).")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (the student starts from scratch).")
+    max_length: int = Field(1024, ge=32, description="Longest prompt (tokens); samples with longer ones are left out.")
+    save_steps: int = Field(100, ge=1, description="Steps between resumable checkpoints.")
+
+
+class OPDConfig(_Section):
+    """On-policy distillation of the re-ranker into a small student (TRL's ``DistillationTrainer``), or plain SFT
+    of the same student on the teacher's decoded answers (``method: sft``, the comparison)."""
+
+    # Parameters that control the teacher and the student
+    teacher: str = Field("auto", description="auto = train/internalize/model, else train/rl/model; or a "
+                         "checkpoint path.")
+    method: Literal["opd", "sft"] = Field("opd", description="opd = on-policy distillation (writes train/opd); "
+                                          "sft = SFT on the teacher's answers (writes train/opd_sft).")
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    # Parameters that control the rollouts and the divergence
+    beta: float = Field(1.0, ge=0, le=1, description="Generalised JSD mix: 1 = reverse KL (mode-seeking, the OPD "
+                        "default), 0 = forward KL, 0.5 = JSD.")
+    temperature: float = Field(1.0, gt=0, description="Sampling and loss temperature of the student's rollouts.")
+    max_completion_length: int = Field(96, ge=16, description="Rollout budget (tokens): the answer-only ranking.")
+    max_samples: int = Field(0, ge=0, description="Train samples used as prompts (0 = all); OPD and SFT share them.")
+    optim: OPDOptimConfig = Field(default_factory=OPDOptimConfig)
+    # Parameters that control the validation metrics written after the stage
+    style: Literal["answer"] = Field("answer", description="Always the answer-only format (no <think>).")
+    eval_samples: int = Field(200, ge=0, description="Validation samples ranked by likelihood (student and teacher).")
+    eval_generate: int = Field(50, ge=0, description="Validation samples decoded under the constraint.")
+
+
+class CompressorConfig(_Section):
+    """Prompt compression of the history and candidate metadata: a rule and a learned selector side by side."""
+
+    # Parameters that control what is compressed
+    model: str = Field("auto", description="Re-ranker scored (and the learned selector's judge): auto = "
+                       "train/internalize/model, else train/rl/model; or a checkpoint path.")
+    budgets: list[float] = Field(default_factory=lambda: [1.0, 0.75, 0.5, 0.35],
+                                 description="Prompt-token budgets as a share of the original prompt.")
+    keep_recent: int = Field(3, ge=0, description="Most recent history items the rule always keeps (items).")
+    title_words: int = Field(4, ge=0, description="Words kept of each title when metadata is shortened (0 = all).")
+    # Parameters that control the learned selector
+    train_samples: int = Field(200, ge=1, description="Train samples the selector is fitted on.")
+    epochs: int = Field(200, ge=1, description="Full-batch passes of the logistic selector.")
+    learning_rate: float = Field(0.1, gt=0, description="Step size of the selector's gradient ascent.")
+    lambda_compress: float = Field(0.5, ge=0, description="Reward per history item dropped (compression term).")
+    # Parameters that control the evaluation curve
+    eval_samples: int = Field(100, ge=1, description="Validation samples of the curve.")
+
+
 class StageEvalConfig(_Section):
     """The stage-by-stage table on the re-ranking samples."""
 
@@ -224,5 +298,7 @@ class TrainConfig(_Section):
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
     internalize: InternalizeConfig = Field(default_factory=InternalizeConfig)
+    opd: OPDConfig = Field(default_factory=OPDConfig)
+    compress: CompressorConfig = Field(default_factory=CompressorConfig)
     eval: StageEvalConfig = Field(default_factory=StageEvalConfig)
     threads: int = Field(2, ge=1, description="torch CPU threads (the build machines have 2 cores).")

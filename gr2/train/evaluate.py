@@ -130,8 +130,9 @@ def first_label_continuations(lm: LoadedModel, candidates: Sequence[int], labels
 
 
 def rerank_likelihood_questions(lm: LoadedModel, sid_map: Any, rows: Sequence[dict[str, Any]], items: pd.DataFrame,
-                                ) -> tuple[list[list[int]], list[list[list[int]]]]:
-    """Per row (``history``, ``candidates``): the answer-only prompt and each candidate's first-label tokens."""
+                                compress: Any = None) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """Per row (``history``, ``candidates``): the answer-only prompt (shortened by ``compress``, a
+    :data:`gr2.rerank.format.Compressor`) and each candidate's first-label tokens."""
     from gr2.rerank.format import build_messages, candidate_labels
 
     prompts, conts = [], []
@@ -139,7 +140,8 @@ def rerank_likelihood_questions(lm: LoadedModel, sid_map: Any, rows: Sequence[di
         cands = [int(c) for c in row["candidates"]]
         labels = dict(zip(cands, candidate_labels(cands, sid_map), strict=True))
         conts.append(first_label_continuations(lm, cands, labels))
-        prompts.append(render_prompt(lm.tokenizer, build_messages(row, items, sid_map, style="answer")))
+        prompts.append(render_prompt(lm.tokenizer, build_messages(row, items, sid_map, style="answer",
+                                                                  compress=compress)))
     return prompts, conts
 
 
@@ -153,27 +155,28 @@ def score_questions(lm: LoadedModel, prompts: Sequence[Sequence[int]],
 
 
 def rerank_likelihood_scores(lm: LoadedModel, sid_map: Any, rows: Sequence[dict[str, Any]],
-                             items: pd.DataFrame) -> list[np.ndarray]:
+                             items: pd.DataFrame, compress: Any = None) -> list[np.ndarray]:
     """Per row (``history``, ``candidates``), log p(candidate is the first item of the answer-only reply)."""
-    return score_questions(lm, *rerank_likelihood_questions(lm, sid_map, rows, items))
+    return score_questions(lm, *rerank_likelihood_questions(lm, sid_map, rows, items, compress))
 
 
 def rerank_likelihood_rankings(
-    lm: LoadedModel, sid_map: Any, samples: pd.DataFrame, items: pd.DataFrame
+    lm: LoadedModel, sid_map: Any, samples: pd.DataFrame, items: pd.DataFrame, compress: Any = None
 ) -> list[list[int]]:
     """Rank candidates by the likelihood of each being the *first* item of the answer-only re-ranking reply."""
     rows = samples.to_dict("records")
     out = []
     for start in tqdm(range(0, len(rows), BATCH), desc="likelihood (re-ranking prompt)", leave=False):
         batch = rows[start: start + BATCH]
-        for row, scores in zip(batch, rerank_likelihood_scores(lm, sid_map, batch, items), strict=True):
+        for row, scores in zip(batch, rerank_likelihood_scores(lm, sid_map, batch, items, compress),
+                               strict=True):
             out.append(_order([int(c) for c in row["candidates"]], scores))
     return out
 
 
 def generated_rankings(
     lm: LoadedModel, sid_map: Any, samples: pd.DataFrame, items: pd.DataFrame, style: str = "reasoning",
-    max_new_tokens: int = 256, batch_size: int = 16,
+    max_new_tokens: int = 256, batch_size: int = 16, compress: Any = None,
 ) -> tuple[list[list[int]], list[dict[str, Any]]]:
     """Decode a reply per sample under the ranking constraint (``gr2.models.constrained``: every answer
     names each candidate once; reasoning gets what ``max_new_tokens`` leaves after the answer) and parse
@@ -183,7 +186,8 @@ def generated_rankings(
 
     rows = samples.to_dict("records")
     reasoning = style == "reasoning"
-    prompts = [render_prompt(lm.tokenizer, build_messages(r, items, sid_map, style=style)) for r in rows]
+    prompts = [render_prompt(lm.tokenizer, build_messages(r, items, sid_map, style=style, compress=compress))
+               for r in rows]
     labels_of = [candidate_labels([int(c) for c in r["candidates"]], sid_map) for r in rows]
     automata = []
     for labels in labels_of:
