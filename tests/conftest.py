@@ -65,3 +65,29 @@ def serving_run(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactor
     from serving_helpers import build_serving_run
 
     return build_serving_run(prepared_run, tmp_path_factory.mktemp("serving_run"))
+
+
+def run_with_random_sids(prepared_run: GR2Config, root: Path):
+    """A copy of the prepared smoke run with a random 3-level SID map, its re-ranking samples and an untrained
+    offline model whose tokenizer saw re-ranking prompts: the starting point of the RL and OPD stage tests.
+    Returns the config and the loaded model."""
+    import numpy as np
+    import pandas as pd
+
+    from gr2.models.factory import build_offline_checkpoint, load_model
+    from gr2.rerank.format import build_messages
+    from gr2.rerank.samples import build_samples
+    from gr2.sid.sidmap import SIDMap
+
+    cfg = copy_run(prepared_run, root)
+    paths = RunPaths.of(cfg.run_dir)
+    items = pd.read_parquet(paths.raw / "items.parquet")
+    ids = items["item_id"].to_numpy()
+    flat = np.random.default_rng(0).choice(16 ** 3, size=len(ids), replace=False)
+    sid_map = SIDMap(ids, np.stack([flat // 256, (flat // 16) % 16, flat % 16], axis=1), 16)
+    sid_map.save(paths.sid / "sid_map.parquet")
+    build_samples(cfg)
+    rows = pd.read_parquet(paths.samples / "train.parquet").head(20).to_dict("records")
+    corpus = [m["content"] for r in rows for m in build_messages(r, items, sid_map, ranking=r["candidates"])]
+    base = build_offline_checkpoint(cfg.train.model, corpus, paths.train / "base", seed=0)
+    return cfg, load_model(base, sid_map.all_tokens())

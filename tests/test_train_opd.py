@@ -13,10 +13,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import copy_run
+from conftest import run_with_random_sids
 from gr2.cli import main
 from gr2.config import GR2Config
-from gr2.models.factory import build_offline_checkpoint, count_parameters, load_model
+from gr2.models.factory import count_parameters, load_model
 from gr2.paths import RunPaths
 from gr2.rerank.format import LineDetail, build_messages
 from gr2.sid.sidmap import SIDMap
@@ -29,20 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def opd_run(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory) -> GR2Config:
     """The prepared smoke run with a random SID map, samples and (untrained) rl and internalized models."""
-    from gr2.rerank.samples import build_samples
-
-    cfg = copy_run(prepared_run, tmp_path_factory.mktemp("opd_run"))
+    cfg, lm = run_with_random_sids(prepared_run, tmp_path_factory.mktemp("opd_run"))
     paths = RunPaths.of(cfg.run_dir)
-    items = pd.read_parquet(paths.raw / "items.parquet")
-    ids = items["item_id"].to_numpy()
-    flat = np.random.default_rng(0).choice(16 ** 3, size=len(ids), replace=False)
-    sid_map = SIDMap(ids, np.stack([flat // 256, (flat // 16) % 16, flat % 16], axis=1), 16)
-    sid_map.save(paths.sid / "sid_map.parquet")
-    build_samples(cfg)
-    rows = pd.read_parquet(paths.samples / "train.parquet").head(20).to_dict("records")
-    corpus = [m["content"] for r in rows for m in build_messages(r, items, sid_map, ranking=r["candidates"])]
-    base = build_offline_checkpoint(cfg.train.model, corpus, paths.train / "base", seed=0)
-    lm = load_model(base, sid_map.all_tokens())
     for stage in ("rl", "internalize"):
         lm.model.save_pretrained(paths.train / stage / "model")
         lm.tokenizer.save_pretrained(paths.train / stage / "model")

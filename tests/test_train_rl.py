@@ -5,19 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import copy_run
+from conftest import copy_run, run_with_random_sids
 from gr2.cli import main
 from gr2.config import GR2Config
-from gr2.models.factory import build_offline_checkpoint, load_model
 from gr2.paths import RunPaths
-from gr2.rerank.format import build_messages
 from gr2.sid.sidmap import SIDMap
 from gr2.train.grpo import rollout_stats, zero_variance_rows
 from gr2.train.rl import pick_init, reward_functions
@@ -35,20 +31,8 @@ def _stage_model(lm, out: Path, r1: float) -> None:
 @pytest.fixture(scope="module")
 def rl_run(prepared_run: GR2Config, tmp_path_factory: pytest.TempPathFactory) -> GR2Config:
     """The prepared smoke run with a random SID map, re-ranking samples and two candidate starting models."""
-    from gr2.rerank.samples import build_samples
-
-    cfg = copy_run(prepared_run, tmp_path_factory.mktemp("rl_run"))
+    cfg, lm = run_with_random_sids(prepared_run, tmp_path_factory.mktemp("rl_run"))
     paths = RunPaths.of(cfg.run_dir)
-    items = pd.read_parquet(paths.raw / "items.parquet")
-    ids = items["item_id"].to_numpy()
-    flat = np.random.default_rng(0).choice(16 ** 3, size=len(ids), replace=False)
-    sid_map = SIDMap(ids, np.stack([flat // 256, (flat // 16) % 16, flat % 16], axis=1), 16)
-    sid_map.save(paths.sid / "sid_map.parquet")
-    build_samples(cfg)
-    rows = pd.read_parquet(paths.samples / "train.parquet").head(20).to_dict("records")
-    corpus = [m["content"] for r in rows for m in build_messages(r, items, sid_map, ranking=r["candidates"])]
-    base = build_offline_checkpoint(cfg.train.model, corpus, paths.train / "base", seed=0)
-    lm = load_model(base, sid_map.all_tokens())
     _stage_model(lm, paths.train / "midtrain", r1=0.1)
     _stage_model(lm, paths.train / "reasoning", r1=0.3)
     return cfg

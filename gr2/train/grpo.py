@@ -115,6 +115,34 @@ def zero_variance_rows(advantages: torch.Tensor, group: int) -> torch.Tensor:
     return tied.repeat_interleave(group)
 
 
+def sample_constrained(trainer: Any, prompt_ids: list[list[int]], rows: Sequence[dict[str, Any]],
+                       reasoning: bool) -> list[list[int]]:
+    """One completion per prompt, sampled with the trainer's generation settings under its row's ranking
+    automaton (TRL's transformers generation path; shared by the GRPO and distillation trainers)."""
+    tokenizer, decoding = trainer._tokenizer, trainer._decoding
+    automata = [rollout_automaton(decoding, tokenizer, [str(x) for x in row["labels"]], reasoning,
+                                  trainer.max_completion_length) for row in rows]
+    eos = sorted(set(trainer.eos_token_ids) | set(decoding.eos))
+    ids, attention = _left_pad(prompt_ids, int(tokenizer.pad_token_id))
+    processor = RankingLogitsProcessor(automata, ids.shape[1])
+    config = copy.deepcopy(trainer.generation_config)  # TRL's sampling settings; length and EOS of the automata
+    config.max_new_tokens = max(a.max_tokens() for a in automata)
+    config.eos_token_id = eos
+    device = trainer.accelerator.device
+    with (unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                      gather_deepspeed3_params=trainer.args.ds3_gather_for_generation,
+                                      generation_kwargs=trainer.generation_kwargs,
+                                      gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs,
+                                      ) as unwrapped, torch.no_grad()):
+        out = unwrapped.generate(input_ids=ids.to(device), attention_mask=attention.to(device),
+                                 generation_config=config, logits_processor=LogitsProcessorList([processor]))
+    completions = []
+    for row in out[:, ids.shape[1]:].tolist():
+        end = next((i for i, t in enumerate(row) if t in eos), len(row) - 1)
+        completions.append(row[: end + 1])  # up to and including the first EOS, as TRL does
+    return completions
+
+
 class ConstrainedGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose rollouts are decoded under the ranking constraint, with DAPO dynamic sampling.
 
@@ -155,25 +183,4 @@ class ConstrainedGRPOTrainer(GRPOTrainer):
                               num_generations: int, has_tool_images: bool = False) -> tuple[list[list[int]], None]:
         if self.use_vllm or self.use_transformers_continuous_batching or images is not None:
             raise NotImplementedError("constrained rollouts use the transformers generation path only")
-        automata = [rollout_automaton(self._decoding, self._tokenizer, [str(x) for x in row["labels"]],
-                                      self._reasoning, self.max_completion_length) for row in self._rows]
-        pad = int(self._tokenizer.pad_token_id)
-        eos = sorted(set(self.eos_token_ids) | set(self._decoding.eos))
-        ids, attention = _left_pad(prompt_ids, pad)
-        processor = RankingLogitsProcessor(automata, ids.shape[1])
-        config = copy.deepcopy(self.generation_config)  # sampling settings of TRL; length and EOS of the automata
-        config.max_new_tokens = max(a.max_tokens() for a in automata)
-        config.eos_token_id = eos
-        with (unwrap_model_for_generation(self.model_wrapped, self.accelerator,
-                                          gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-                                          generation_kwargs=self.generation_kwargs,
-                                          gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
-                                          ) as unwrapped, torch.no_grad()):
-            out = unwrapped.generate(input_ids=ids.to(self.accelerator.device),
-                                     attention_mask=attention.to(self.accelerator.device),
-                                     generation_config=config, logits_processor=LogitsProcessorList([processor]))
-        completions = []
-        for row in out[:, ids.shape[1]:].tolist():
-            end = next((i for i, t in enumerate(row) if t in eos), len(row) - 1)
-            completions.append(row[: end + 1])  # up to and including the first EOS, as TRL does
-        return completions, None
+        return sample_constrained(self, prompt_ids, self._rows, self._reasoning), None

@@ -28,18 +28,16 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM, LogitsProcessorList, PreTrainedModel, set_seed
+from transformers import AutoModelForCausalLM, PreTrainedModel, set_seed
 from trl import DistillationConfig, DistillationTrainer
-from trl.models import unwrap_model_for_generation
 
 from gr2.config import GR2Config
-from gr2.models.constrained import DecodingTokens, RankingLogitsProcessor
+from gr2.models.constrained import DecodingTokens
 from gr2.models.factory import count_parameters
-from gr2.models.scoring import _left_pad
 from gr2.paths import RunPaths
 from gr2.provenance import write_metrics
 from gr2.train.config import OPDConfig, StudentConfig
-from gr2.train.grpo import rollout_automaton, rollout_stats
+from gr2.train.grpo import rollout_stats, sample_constrained
 from gr2.train.inputs import StageInputs
 from gr2.train.rl import RLInputError
 
@@ -163,27 +161,7 @@ class ConstrainedDistillationTrainer(DistillationTrainer):
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
         if self.use_vllm or images is not None:
             raise NotImplementedError("constrained rollouts use the transformers generation path only")
-        automata = [rollout_automaton(self._decoding, self._tokenizer, [str(x) for x in row["labels"]], False,
-                                      self.max_completion_length) for row in self._rows]
-        eos = sorted(set(self.eos_token_ids) | set(self._decoding.eos))
-        ids, attention = _left_pad(prompt_ids, int(self._tokenizer.pad_token_id))
-        config = copy.deepcopy(self.generation_config)
-        config.max_new_tokens = max(a.max_tokens() for a in automata)
-        config.eos_token_id = eos
-        processor = RankingLogitsProcessor(automata, ids.shape[1])
-        with (unwrap_model_for_generation(self.model_wrapped, self.accelerator,
-                                          gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-                                          generation_kwargs=self.generation_kwargs,
-                                          gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
-                                          ) as unwrapped, torch.no_grad()):
-            out = unwrapped.generate(input_ids=ids.to(self.accelerator.device),
-                                     attention_mask=attention.to(self.accelerator.device),
-                                     generation_config=config, logits_processor=LogitsProcessorList([processor]))
-        completions = []
-        for row in out[:, ids.shape[1]:].tolist():
-            end = next((i for i, t in enumerate(row) if t in eos), len(row) - 1)
-            completions.append(row[: end + 1])
-        return completions
+        return sample_constrained(self, prompt_ids, self._rows, reasoning=False)
 
 
 def teacher_answers(teacher: Any, sid_map: Any, samples: pd.DataFrame, items: pd.DataFrame, max_new_tokens: int,
