@@ -10,6 +10,7 @@ import click
 
 from gr2.cli.common import config_options, fail, requires_valid_data
 from gr2.config import GR2Config
+from gr2.train.config import with_stage_fields
 
 
 def _run(step: Callable[[GR2Config], Any], cfg: GR2Config) -> Any:
@@ -86,8 +87,7 @@ def rl(cfg: GR2Config, reward: str | None) -> None:
     from gr2.train.rl import run_rl
 
     if reward is not None:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-            update={"rl": cfg.train.rl.model_copy(update={"reward": reward})})})
+        cfg = with_stage_fields(cfg, "rl", reward=reward)
     _show(_run(run_rl, cfg), "model")
 
 
@@ -111,8 +111,7 @@ def opd(cfg: GR2Config, method: str | None) -> None:
     from gr2.train.opd import run_opd
 
     if method is not None:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-            update={"opd": cfg.train.opd.model_copy(update={"method": method})})})
+        cfg = with_stage_fields(cfg, "opd", method=method)
     _show(_run(run_opd, cfg), "model")
 
 

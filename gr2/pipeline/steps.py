@@ -20,6 +20,7 @@ from typing import Any
 
 from gr2.config import GR2Config
 from gr2.pipeline.config import STEP_NAMES, TRAINING_STEPS
+from gr2.train.config import with_stage_fields
 
 # Sections of the settings tree a step must not see: the ones of later steps. Leaving them out of the
 # step's config keeps its cache key unchanged when only a later step's settings change.
@@ -325,7 +326,7 @@ def rl(
     """GRPO (DAPO loss) from the reasoning-SFT model; ``reward`` naive is the stage table's ablation row."""
     from gr2.train.rl import run_rl
 
-    cfg = _with_section(
+    cfg = with_stage_fields(
         load_step_config(config, tempfile.mkdtemp(prefix="gr2-rl-")), "rl", reward=reward, init="reasoning"
     )
     output = "rl_naive" if reward == "naive" else "rl"
@@ -366,7 +367,7 @@ def internalize(
     """Answer-only GRPO from the RL model; its ``model`` folder is the serving checkpoint."""
     from gr2.train.internalize import run_internalize
 
-    cfg = _with_section(
+    cfg = with_stage_fields(
         load_step_config(config, tempfile.mkdtemp(prefix="gr2-internalize-")), "internalize", init="rl"
     )
     if cfg.pipeline.trainjob.enabled:
@@ -391,12 +392,6 @@ def internalize(
         )
     _copy_text(Path(model_out) / "summary.md", summary_out)
     return _training_metrics(Path(model_out) / "metrics.json")
-
-
-def _with_section(cfg: GR2Config, section: str, **update: Any) -> GR2Config:
-    """``cfg`` with ``train.<section>`` fields replaced (validated): the DAG fixes what a stage starts from."""
-    new = getattr(cfg.train, section).model_validate({**getattr(cfg.train, section).model_dump(), **update})
-    return cfg.model_copy(update={"train": cfg.train.model_copy(update={section: new})})
 
 
 def _handoff(cfg: GR2Config, stage: str, run: Path, output: str = "") -> None:

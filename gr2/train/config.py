@@ -14,7 +14,7 @@ With respect to TRL's ``DistillationConfig`` (applied in :func:`gr2.train.opd.di
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -302,3 +302,10 @@ class TrainConfig(_Section):
     compress: CompressorConfig = Field(default_factory=CompressorConfig)
     eval: StageEvalConfig = Field(default_factory=StageEvalConfig)
     threads: int = Field(2, ge=1, description="torch CPU threads (the build machines have 2 cores).")
+
+
+def with_stage_fields(cfg: Any, section: str, **update: Any) -> Any:
+    """A copy of the settings tree ``cfg`` with fields of ``train.<section>`` replaced (validated)."""
+    current = getattr(cfg.train, section)
+    new = type(current).model_validate({**current.model_dump(), **update})
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={section: new})})
