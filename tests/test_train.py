@@ -257,16 +257,21 @@ def test_midtrain_traces_reasoning_and_table(train_run: GR2Config, tmp_path_fact
 
 
 @pytest.mark.slow
-def test_sequence_epochs_with_item_tokens(train_run: GR2Config, tmp_path) -> None:
+def test_sequence_epochs_with_item_tokens(train_run: GR2Config, tmp_path, monkeypatch) -> None:
     """Sliding-window epochs decide the length of the stage; item tokens name every item with one token, and
-    the model folder keeps the map (with its mode) that serving loads."""
+    the model folder keeps the map (with its mode) that serving loads. (Ten users' sequences, to keep it short.)"""
     from gr2.sid.sidmap import SIDMap
+    from gr2.train import midtrain
     from gr2.train.midtrain import run_midtrain
     from gr2.train.tasks import sequence_examples
 
+    every_user = midtrain.learnable_sequences
+    monkeypatch.setattr(midtrain, "learnable_sequences",
+                        lambda protocol: dict(list(every_user(protocol).items())[:10]))
+
     cfg = load_config("smoke", overrides=[f"run_dir={train_run.run_dir}", "train.model.item_tokens=item",
                                           "train.midtrain.sequence_epochs=2", "train.midtrain.sequence_window=8",
-                                          "train.midtrain.sequence_stride=4", "train.midtrain.num_examples=40",
+                                          "train.midtrain.sequence_stride=8", "train.midtrain.num_examples=40",
                                           "train.midtrain.eval_users=5", "train.midtrain.eval_titles=5"])
     art = run_midtrain(cfg, out_dir=tmp_path / "midtrain")
     m = json.loads(art.metrics.read_text())["metrics"]
@@ -281,7 +286,7 @@ def test_sequence_epochs_with_item_tokens(train_run: GR2Config, tmp_path) -> Non
     assert lm.added_tokens == 0 and len(lm.tokenizer.tokenize(saved.token_string(saved.item_ids[3]))) == 1
     inputs_map = SIDMap.load(RunPaths.of(cfg.run_dir).sid).with_item_tokens("item")
     first = sequence_examples({1: inputs_map.item_ids[:20]}, _catalog(cfg, inputs_map), inputs_map,
-                              cfg.train.midtrain, seed=0)
+                              cfg.train.midtrain.model_copy(update={"sequence_stride": 4}), seed=0)
     assert len(first) == 2 * 4  # 2 epochs x windows of 8 every 4 over 20 items (the last ends at item 20)
 
 
