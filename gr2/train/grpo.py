@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,18 +31,16 @@ from gr2.models.constrained import DecodingTokens, RankingAutomaton, RankingLogi
 from gr2.models.scoring import _left_pad
 from gr2.rerank.format import parse_ranking
 from gr2.train.config import RLConfig
+from gr2.train.sft import cpu_trainer_kwargs
 
 TIE = 1e-6  # |advantage| below which a group's rewards all tie (distinct rewards differ by >= 1/K)
 
 
 def grpo_args(rc: RLConfig, output_dir: Path, seed: int, **overrides: Any) -> GRPOConfig:
     """TRL's ``GRPOConfig`` of an RL stage: DAPO loss, clip-higher, one on-policy generation batch per step."""
-    optim = rc.optim
     kwargs: dict[str, Any] = {
-        "output_dir": str(output_dir),
-        "max_steps": optim.max_steps,
-        "per_device_train_batch_size": optim.batch_size * rc.num_generations,  # rollouts, whole groups
-        "gradient_accumulation_steps": 1,
+        **cpu_trainer_kwargs(rc.optim, output_dir, seed),
+        "per_device_train_batch_size": rc.optim.batch_size * rc.num_generations,  # rollouts, whole groups
         "steps_per_generation": 1,
         "num_iterations": 1,
         "num_generations": rc.num_generations,
@@ -56,26 +53,8 @@ def grpo_args(rc: RLConfig, output_dir: Path, seed: int, **overrides: Any) -> GR
         "epsilon": rc.epsilon,
         "epsilon_high": rc.epsilon_high,
         "scale_rewards": "group",
-        "learning_rate": optim.learning_rate,
         "lr_scheduler_type": "constant_with_warmup",
-        "warmup_steps": max(0, round(optim.warmup_ratio * optim.max_steps)),
-        "weight_decay": optim.weight_decay,
-        "logging_steps": optim.logging_steps,
-        "save_strategy": "steps",
-        "save_steps": optim.save_steps,
-        "save_total_limit": optim.save_total_limit,
-        "seed": seed,
-        "data_seed": seed,
-        "bf16": False,
-        "fp16": False,
-        "activation_checkpointing": False,  # transformers 5 name of gradient_checkpointing
-        "use_cpu": not torch.cuda.is_available(),
-        "report_to": [],
-        "dataloader_num_workers": 0,
-        "eval_strategy": "no",
     }
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        kwargs["ddp_backend"] = "gloo"
     kwargs.update(overrides)
     return GRPOConfig(**kwargs)
 

@@ -23,21 +23,16 @@ WEIGHTS = "token_weights"
 logger = logging.getLogger(__name__)
 
 
-def sft_args(optim: OptimConfig, output_dir: Path, seed: int, **overrides: Any) -> SFTConfig:
-    """TRL's ``SFTConfig`` for a CPU stage (no bf16, no gradient checkpointing, no reporting).
-
-    Under ``torchrun`` (``WORLD_SIZE`` > 1) the same stage trains with DDP; on CPU over gloo.
-    """
+def cpu_trainer_kwargs(optim: Any, output_dir: Path, seed: int) -> dict[str, Any]:
+    """The ``TrainingArguments`` every training stage shares: length, optimiser, checkpoints, seed, and CPU
+    settings (no bf16, no gradient checkpointing, no reporting; DDP over gloo under ``torchrun`` on CPU)."""
     kwargs: dict[str, Any] = {
         "output_dir": str(output_dir),
         "max_steps": optim.max_steps,
-        "per_device_train_batch_size": optim.batch_size,
         "gradient_accumulation_steps": 1,
         "learning_rate": optim.learning_rate,
-        "lr_scheduler_type": "cosine",
         "warmup_steps": max(0, round(optim.warmup_ratio * optim.max_steps)),
         "weight_decay": optim.weight_decay,
-        "max_length": optim.max_length,
         "logging_steps": optim.logging_steps,
         "save_strategy": "steps",
         "save_steps": optim.save_steps,
@@ -50,11 +45,20 @@ def sft_args(optim: OptimConfig, output_dir: Path, seed: int, **overrides: Any) 
         "use_cpu": not torch.cuda.is_available(),
         "report_to": [],
         "dataloader_num_workers": 0,
-        "disable_tqdm": False,
         "eval_strategy": "no",
     }
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         kwargs["ddp_backend"] = "gloo"  # torchrun on CPU: NCCL needs GPUs
+    return kwargs
+
+
+def sft_args(optim: OptimConfig, output_dir: Path, seed: int, **overrides: Any) -> SFTConfig:
+    """TRL's ``SFTConfig`` for a CPU stage (:func:`cpu_trainer_kwargs`, cosine schedule, ``max_length``).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the same stage trains with DDP; on CPU over gloo.
+    """
+    kwargs = {**cpu_trainer_kwargs(optim, output_dir, seed), "per_device_train_batch_size": optim.batch_size,
+              "lr_scheduler_type": "cosine", "max_length": optim.max_length, "disable_tqdm": False}
     kwargs.update(overrides)
     return SFTConfig(**kwargs)
 
